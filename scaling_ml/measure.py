@@ -1,0 +1,193 @@
+"""Measuring: timing repeats, cluster memory over time, machine and versions, result files.
+
+Every benchmark writes ``benchmarks/results/<name>.json`` through :func:`write_results`; notebooks
+and the status page read it back with :func:`load_results`. A claim's ``holds`` is always computed
+here from ``measured``, ``goal_op`` and ``goal``, never written by hand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _datetime
+import json
+import operator
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
+
+# The packages whose versions every result file records.
+RECORDED_PACKAGES = ("dask", "distributed", "dask-ml", "scikit-learn", "numpy", "pandas", "joblib")
+
+GOAL_OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt,
+}
+
+
+class MeasureError(ValueError):
+    """A measurement or a result file is not usable; the message says why."""
+
+
+def machine_info() -> dict:
+    """Cores, memory and CPU of the machine running this code."""
+    memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"cores": os.cpu_count(), "memory_gib": round(memory_bytes / 2**30, 1), "cpu": cpu,
+            "python": platform.python_version()}
+
+
+def versions(packages=RECORDED_PACKAGES) -> dict:
+    """Installed versions of ``packages`` (None for one that is not installed)."""
+    found = {}
+    for package in packages:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def time_repeats(function: Callable[[], Any], repeats: int = 3) -> list[float]:
+    """Wall-clock seconds of ``repeats`` calls of ``function``."""
+    if repeats < 1:
+        raise MeasureError(f"repeats must be >= 1, got {repeats}.")
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+@contextlib.contextmanager
+def timer():
+    """``with timer() as elapsed: ...`` then ``elapsed()`` gives the seconds the block took."""
+    start = time.perf_counter()
+    end = None
+
+    def elapsed() -> float:
+        return (end if end is not None else time.perf_counter()) - start
+
+    try:
+        yield elapsed
+    finally:
+        end = time.perf_counter()
+
+
+@contextlib.contextmanager
+def sample_cluster_memory(client, label: str = "run", interval: float = 0.1):
+    """Sample the cluster's total process memory while the block runs (distributed's MemorySampler).
+
+    ``with sample_cluster_memory(client) as sampler: ...`` then ``memory_frame(sampler)``.
+    """
+    from distributed.diagnostics import MemorySampler
+
+    sampler = MemorySampler()
+    with sampler.sample(label, client=client, measure="process", interval=interval):
+        yield sampler
+
+
+def memory_frame(sampler):
+    """A DataFrame of cluster memory in GiB against seconds since the start, one column per label."""
+    frame = sampler.to_pandas(align=True) / 2**30
+    frame.index = frame.index.total_seconds()
+    frame.index.name = "seconds"
+    return frame
+
+
+def peak_memory_gib(sampler, label: str | None = None) -> float:
+    """The largest cluster memory sample (GiB), for one label or over all of them."""
+    frame = memory_frame(sampler)
+    values = frame[label] if label is not None else frame.max(axis=1)
+    return float(values.max())
+
+
+@dataclass
+class Claim:
+    """A measured claim: ``measured goal_op goal`` must hold."""
+
+    name: str
+    measured: float
+    unit: str
+    goal: float
+    goal_op: str = ">="
+    holds: bool = field(init=False)
+
+    def __post_init__(self):
+        if self.goal_op not in GOAL_OPERATORS:
+            raise MeasureError(f"goal_op must be one of {sorted(GOAL_OPERATORS)}, got {self.goal_op!r}.")
+        self.measured = float(self.measured)
+        self.holds = bool(GOAL_OPERATORS[self.goal_op](self.measured, self.goal))
+
+
+def results_path(name: str, results_dir: str | os.PathLike | None = None) -> Path:
+    return Path(results_dir or RESULTS_DIR) / f"{name}.json"
+
+
+def write_results(name: str, claims: list[Claim], runs: list[dict], extra: dict | None = None,
+                  results_dir: str | os.PathLike | None = None) -> Path:
+    """Write ``benchmarks/results/<name>.json`` in the book's shape and return its path."""
+    document = {
+        "benchmark": name,
+        "date": _datetime.datetime.now(_datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": machine_info(),
+        "versions": versions(),
+        "claims": [asdict(claim) for claim in claims],
+        "runs": runs,
+    }
+    if extra:
+        document.update(extra)
+    path = results_path(name, results_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(document, indent=2, default=_json_default) + "\n")
+    os.replace(partial, path)
+    return path
+
+
+def _json_default(value):
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def load_results(name: str, results_dir: str | os.PathLike | None = None) -> dict:
+    """Read a benchmark's result file; a clear error says how to make it when it is missing."""
+    path = results_path(name, results_dir)
+    if not path.is_file():
+        raise MeasureError(
+            f"No results at {path}: run `make bench` (or `python benchmarks/{name}.py`) first."
+        )
+    document = json.loads(path.read_text())
+    for claim in document.get("claims", []):
+        expected = GOAL_OPERATORS[claim["goal_op"]](claim["measured"], claim["goal"])
+        if claim.get("holds") != expected:
+            raise MeasureError(f"{path}: claim {claim['name']!r} has a 'holds' that its numbers contradict.")
+    return document
+
+
+def claims_table(document: dict):
+    """The claims of a result document as a DataFrame (name, measured, goal, holds)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(document["claims"])
+    frame["goal"] = frame["goal_op"] + " " + frame["goal"].map(lambda goal: f"{goal:g}")
+    return frame[["name", "measured", "unit", "goal", "holds"]]
+
+
+def median(values) -> float:
+    return float(statistics.median(values))
