@@ -36,6 +36,8 @@ def configured_scheduler_address() -> str | None:
 
 def _port_is_free(port: int, host: str = LOOPBACK) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the dashboard's server does: a port in TIME_WAIT after a closed cluster is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:

@@ -1,0 +1,194 @@
+"""Learner setup check: ``python -m scaling_ml.check``.
+
+Prints one line per check, ``OK`` or ``FAIL`` with the fix, and exits non-zero on any FAIL.
+Run it before a workshop; the setup notebook runs it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import urllib.request
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from . import cluster, data
+
+REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements.txt"
+# Packages that must be identical on the client and every worker for pickled estimators to load.
+WORKER_PACKAGES = ("scikit-learn", "dask-ml", "dask", "distributed", "numpy", "pandas")
+MINIMUM_PYTHON = (3, 10)
+MINIMUM_FREE_MEMORY_GIB = 2.0
+
+
+@dataclass
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        status = "OK  " if self.ok else "FAIL"
+        text = f"{status} {self.name}: {self.detail}"
+        if not self.ok and self.fix:
+            text += f" -> fix: {self.fix}"
+        return text
+
+
+def read_pins(requirements: str | os.PathLike = REQUIREMENTS) -> dict[str, str]:
+    """``{package: version}`` for every ``name==version`` line of a requirements file."""
+    pins = {}
+    for line in Path(requirements).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        match = re.fullmatch(r"([A-Za-z0-9_.\-]+)(\[[^\]]*\])?==([^\s;]+)", line)
+        if match:
+            pins[normalise(match.group(1))] = match.group(3)
+    return pins
+
+
+def normalise(package: str) -> str:
+    return re.sub(r"[-_.]+", "-", package).lower()
+
+
+def check_python(version_info=sys.version_info) -> CheckResult:
+    found = ".".join(map(str, version_info[:3]))
+    ok = tuple(version_info[:2]) >= MINIMUM_PYTHON
+    return CheckResult("python", ok, found,
+                       f"install Python {'.'.join(map(str, MINIMUM_PYTHON))} or newer")
+
+
+def check_pins(pins: dict[str, str], installed=None) -> list[CheckResult]:
+    installed = installed or _installed_version
+    results = []
+    for package, wanted in sorted(pins.items()):
+        found = installed(package)
+        results.append(CheckResult(
+            f"package {package}", found == wanted,
+            f"{found or 'not installed'} (pinned {wanted})",
+            "run `make env` (or `pip install -r requirements.txt`) in the book's environment",
+        ))
+    return results
+
+
+def _installed_version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def check_newsgroups(data_home=None) -> CheckResult:
+    path = data.newsgroups_cache_path(data_home)
+    return CheckResult(
+        "20 Newsgroups offline", path.is_file(), str(path) if path.is_file() else f"no cache at {path}",
+        "online: python -c 'from sklearn.datasets import fetch_20newsgroups as f; f()'; offline: "
+        "python -m scaling_ml.data import-newsgroups path/to/20news-bydate.tar.gz",
+    )
+
+
+def check_resources(cores=None, free_memory_gib=None) -> list[CheckResult]:
+    cores = cores if cores is not None else os.cpu_count() or 1
+    if free_memory_gib is None:
+        free_memory_gib = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    return [
+        CheckResult("cores", cores >= 2, f"{cores}",
+                    "a single core runs everything, but shows no parallel speed-up: use a 2+ core machine"),
+        CheckResult("free memory", free_memory_gib >= MINIMUM_FREE_MEMORY_GIB,
+                    f"{free_memory_gib:.1f} GiB",
+                    f"close programs to free at least {MINIMUM_FREE_MEMORY_GIB:g} GiB, or turn the "
+                    "chapters' `# Scale up:` size knobs down"),
+    ]
+
+
+def check_cluster(packages=WORKER_PACKAGES, timeout: float = 60) -> list[CheckResult]:
+    """Start a cluster (or reach the configured one), check its addresses, dashboard and packages."""
+    try:
+        client = cluster.get_client()
+    except Exception as error:  # any failure to start is what this check reports
+        return [CheckResult("cluster starts", False, f"{type(error).__name__}: {error}",
+                            "see the error; unset DASK_SCHEDULER_ADDRESS to use a local cluster")]
+    results = []
+    try:
+        info = client.scheduler_info()
+        results.append(CheckResult("cluster starts", True, cluster.describe(client)))
+        if cluster.configured_scheduler_address() is None:
+            addresses = [info["address"], *info["workers"]]
+            on_loopback = all("127.0.0.1" in address for address in addresses)
+            results.append(CheckResult(
+                "cluster on loopback", on_loopback,
+                "scheduler and workers on 127.0.0.1" if on_loopback else ", ".join(addresses),
+                "use scaling_ml.cluster.get_client(), which binds to 127.0.0.1"))
+        results.append(check_dashboard(client.dashboard_link))
+        results.extend(check_worker_packages(client, packages))
+    finally:
+        client.close()
+    return results
+
+
+def check_dashboard(link: str, timeout: float = 10) -> CheckResult:
+    health = link.rsplit("/", 1)[0] + "/health"
+    try:
+        with urllib.request.urlopen(health, timeout=timeout) as response:
+            ok = response.status == 200
+    except OSError as error:
+        return CheckResult("dashboard answers", False, f"{link}: {error}",
+                           "pip install bokeh (in the pinned version) and restart the cluster")
+    return CheckResult("dashboard answers", ok, "yes" if ok else link,
+                       "pip install bokeh (in the pinned version) and restart the cluster")
+
+
+def _versions_here(packages):
+    from importlib import metadata as worker_metadata
+
+    found = {}
+    for package in packages:
+        try:
+            found[package] = worker_metadata.version(package)
+        except worker_metadata.PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def check_worker_packages(client, packages=WORKER_PACKAGES) -> list[CheckResult]:
+    """Compare package versions on every worker with the client's (beyond distributed's own check)."""
+    on_client = _versions_here(packages)
+    on_workers = client.run(_versions_here, packages)
+    results = []
+    for package in packages:
+        differing = {worker: versions[package] for worker, versions in on_workers.items()
+                     if versions[package] != on_client[package]}
+        detail = (f"{on_client[package]} on the client and all {len(on_workers)} workers"
+                  if not differing else
+                  f"client {on_client[package]}, workers " + ", ".join(sorted(set(map(str, differing.values())))))
+        results.append(CheckResult(
+            f"workers have {package}", not differing and on_client[package] is not None, detail,
+            "install the same requirements.txt in the workers' environment as in the client's"))
+    return results
+
+
+def run_checks(start_cluster: bool = True) -> list[CheckResult]:
+    results = [check_python(), *check_pins(read_pins()), check_newsgroups(), *check_resources()]
+    if start_cluster:
+        results.extend(check_cluster())
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scaling_ml.check", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--no-cluster", action="store_true", help="skip the checks that start a cluster")
+    arguments = parser.parse_args(argv)
+    results = run_checks(start_cluster=not arguments.no_cluster)
+    for result in results:
+        print(result.line())
+    failed = sum(not result.ok for result in results)
+    print(f"{len(results) - failed} OK, {failed} FAIL")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
