@@ -16,6 +16,7 @@ import argparse
 import codecs
 import os
 import pickle
+import shutil
 import sys
 import tarfile
 import tempfile
@@ -29,6 +30,7 @@ NEWSGROUPS_CACHE_NAME = "20news-bydate_py3.pkz"
 NEWSGROUPS_SUBSETS = {"train": "20news-bydate-train", "test": "20news-bydate-test"}
 NEWSGROUPS_EXPECTED_DOCUMENTS = {"train": 11_314, "test": 7_532}
 NEWSGROUPS_EXPECTED_CATEGORIES = 20
+SCRATCH_PREFIX = ".20news-import-"
 
 
 class DataError(RuntimeError):
@@ -88,8 +90,10 @@ def import_newsgroups_archive(archive: str | os.PathLike,
     if cache_path.exists() and not overwrite:
         return cache_path
     cache_path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in cache_path.parent.glob(SCRATCH_PREFIX + "*"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted import
 
-    with tempfile.TemporaryDirectory(dir=cache_path.parent, prefix=".20news-import-") as scratch:
+    with tempfile.TemporaryDirectory(dir=cache_path.parent, prefix=SCRATCH_PREFIX) as scratch:
         scratch = Path(scratch)
         try:
             with tarfile.open(archive, "r:gz") as opened:

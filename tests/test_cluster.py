@@ -1,0 +1,137 @@
+"""The cluster helper: loopback only, the configured scheduler, clear errors, nothing left running."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dask
+import psutil
+import pytest
+
+from scaling_ml import cluster
+
+BIN = Path(sys.executable).parent
+
+
+def _listening_addresses(pids):
+    addresses = []
+    for pid in pids:
+        for connection in psutil.Process(pid).net_connections(kind="inet"):
+            if connection.status == psutil.CONN_LISTEN:
+                addresses.append(connection.laddr.ip)
+    return addresses
+
+
+def _cluster_pids(client):
+    """The pids of this process's cluster: itself (scheduler) and the worker processes."""
+    worker_pids = list(client.run(os.getpid).values())
+    return [os.getpid(), *worker_pids]
+
+
+def test_local_cluster_scheduler_workers_and_dashboard_listen_on_loopback_only():
+    with dask.config.set({"scheduler-address": None}):
+        with cluster.get_client(n_workers=2) as client:
+            pids = _cluster_pids(client)
+            addresses = _listening_addresses(pids)
+            dashboard_port = int(client.dashboard_link.split(":")[2].split("/")[0])
+            listening = {connection.laddr.port for connection in psutil.Process().net_connections("inet")
+                         if connection.status == psutil.CONN_LISTEN}
+            assert dashboard_port in listening
+            assert len(client.scheduler_info()["workers"]) == 2
+        assert addresses and set(addresses) == {"127.0.0.1"}, addresses
+        time.sleep(1)
+        survivors = [pid for pid in pids[1:] if psutil.pid_exists(pid)
+                     and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        assert not survivors, f"worker processes left running after close: {survivors}"
+
+
+def test_closing_the_client_closes_the_cluster_it_started():
+    client = cluster.get_client(n_workers=1)
+    worker_pids = list(client.run(os.getpid).values())
+    client.close()
+    time.sleep(1)
+    assert not [pid for pid in worker_pids if psutil.pid_exists(pid)
+                and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.fixture
+def external_scheduler(tmp_path):
+    """A real `dask scheduler` and `dask worker` on 127.0.0.1, stopped afterwards."""
+    scheduler_file = tmp_path / "scheduler.json"
+    scheduler = subprocess.Popen(
+        [BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address",
+         "127.0.0.1:0", "--scheduler-file", scheduler_file], start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        for _ in range(300):
+            if scheduler_file.exists() and scheduler_file.stat().st_size:
+                break
+            time.sleep(0.1)
+        import json
+
+        address = json.loads(scheduler_file.read_text())["address"]
+        worker = subprocess.Popen(
+            [BIN / "dask", "worker", address, "--host", "127.0.0.1", "--nworkers", "1",
+             "--nthreads", "1", "--no-dashboard"], start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        yield address
+    finally:
+        for process in (worker, scheduler):
+            if process is not None:
+                os.killpg(process.pid, 15)
+                process.wait(timeout=30)
+
+
+def test_dask_scheduler_address_is_used(external_scheduler, monkeypatch):
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", external_scheduler)
+    dask.config.refresh()
+    try:
+        with cluster.get_client() as client:
+            assert client.scheduler.address == external_scheduler
+            client.wait_for_workers(1, timeout=60)
+            assert client.submit(sum, [1, 2, 3]).result() == 6
+    finally:
+        monkeypatch.delenv("DASK_SCHEDULER_ADDRESS")
+        dask.config.refresh()
+
+
+def test_local_options_with_an_address_are_refused(external_scheduler):
+    with pytest.raises(cluster.ClusterError, match="only apply to a local cluster"):
+        cluster.get_client(external_scheduler, n_workers=4)
+
+
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:notaport", "http//nowhere", "tcp://:8786", "   "])
+def test_bad_scheduler_address_names_the_fix(address):
+    with pytest.raises(cluster.ClusterError, match=r"Bad scheduler address|tcp://HOST:PORT"):
+        cluster.get_client(address)
+
+
+def test_bad_address_in_the_environment_names_the_variable(monkeypatch):
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://127.0.0.1:port")
+    dask.config.refresh()
+    try:
+        with pytest.raises(cluster.ClusterError, match="DASK_SCHEDULER_ADDRESS"):
+            cluster.get_client()
+    finally:
+        monkeypatch.delenv("DASK_SCHEDULER_ADDRESS")
+        dask.config.refresh()
+
+
+def test_unreachable_scheduler_names_the_fix():
+    with socket.socket() as probe:  # a port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(cluster.ClusterError, match=r"Could not reach a Dask scheduler.*dask scheduler"):
+        cluster.get_client(f"tcp://127.0.0.1:{port}", timeout=2)
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("options", [{"n_workers": 0}, {"n_workers": "two"}, {"threads_per_worker": 0}])
+def test_bad_local_cluster_sizes_are_refused(options):
+    with pytest.raises(cluster.ClusterError, match="whole number"):
+        cluster.get_client(**options)

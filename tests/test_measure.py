@@ -1,0 +1,61 @@
+"""Result files, claims and the memory sampler."""
+
+import json
+
+import dask.array as da
+import pytest
+
+from scaling_ml import cluster, measure
+
+
+def test_holds_is_computed_from_the_numbers():
+    assert measure.Claim("speed-up", 1.9, "x", 1.8).holds
+    assert not measure.Claim("speed-up", 1.7, "x", 1.8).holds
+    assert measure.Claim("peak memory", 3.2, "GiB", 4, "<=").holds
+    with pytest.raises(measure.MeasureError, match="goal_op"):
+        measure.Claim("x", 1, "x", 1, "=>")
+
+
+def test_results_round_trip_with_machine_and_versions(tmp_path):
+    claims = [measure.Claim("speed-up", 1.9, "x", 1.8)]
+    path = measure.write_results("example", claims, runs=[{"seconds": 1.0}], results_dir=tmp_path)
+    document = measure.load_results("example", results_dir=tmp_path)
+    assert path == tmp_path / "example.json"
+    assert document["benchmark"] == "example"
+    assert document["machine"]["cores"] >= 1 and document["machine"]["memory_gib"] > 0
+    assert document["versions"]["dask-ml"] == "2025.1.0"
+    assert document["claims"][0]["holds"] is True
+    table = measure.claims_table(document)
+    assert table.loc[0, "goal"] == ">= 1.8"
+
+
+def test_a_hand_edited_holds_is_caught(tmp_path):
+    path = measure.write_results("edited", [measure.Claim("speed-up", 1.2, "x", 1.8)], runs=[],
+                                 results_dir=tmp_path)
+    document = json.loads(path.read_text())
+    document["claims"][0]["holds"] = True
+    path.write_text(json.dumps(document))
+    with pytest.raises(measure.MeasureError, match="contradict"):
+        measure.load_results("edited", results_dir=tmp_path)
+
+
+def test_missing_results_say_how_to_make_them(tmp_path):
+    with pytest.raises(measure.MeasureError, match="make bench"):
+        measure.load_results("nothing", results_dir=tmp_path)
+
+
+def test_memory_sampler_sees_the_cluster_memory():
+    with cluster.get_client(n_workers=1) as client:
+        with measure.sample_cluster_memory(client, interval=0.05) as sampler:
+            da.ones((4000, 4000), chunks=(1000, 4000)).persist().sum().compute()
+    frame = measure.memory_frame(sampler)
+    assert frame.index.name == "seconds" and list(frame.columns) == ["run"]
+    assert 0 < measure.peak_memory_gib(sampler) < 8
+
+
+def test_time_repeats_counts_the_calls():
+    calls = []
+    seconds = measure.time_repeats(lambda: calls.append(1), repeats=3)
+    assert len(seconds) == 3 and len(calls) == 3 and all(value >= 0 for value in seconds)
+    with pytest.raises(measure.MeasureError):
+        measure.time_repeats(lambda: None, repeats=0)
