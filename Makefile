@@ -40,12 +40,14 @@ data: env
 # Sphinx warning fails the build (-W), and so does an execution report left in _build.
 book: data
 	rm -rf _build/html/reports
+	$(PY) -m scaling_ml.status
 	$(BIN)/jupyter-book build . -W -n --keep-going
 	$(PY) -m scaling_ml.site_check _build/html
 	@$(MAKE) --no-print-directory check-processes
 
 # Render the committed outputs without executing (make test: nbval has already executed them).
 render: env
+	$(PY) -m scaling_ml.status
 	sed 's/execute_notebooks: force/execute_notebooks: "off"/' _config.yml > _build_config_render.yml
 	$(BIN)/jupyter-book build . --config _build_config_render.yml -W -n --keep-going; \
 	  status=$$?; rm -f _build_config_render.yml; exit $$status
