@@ -2,7 +2,8 @@
 
 ``python -m scaling_ml.status`` writes
 * ``book/status.md``: pinned versions, the machine, each notebook's execution time, every claim;
-* ``book/_generated/notebook_times.md``: the execution-time table the instructor guide includes.
+* ``book/_generated/notebook_times.md``: the execution-time table the instructor guide includes;
+* ``book/images/favicon.png``: the site's icon.
 
 Execution times come from the timestamps that Jupyter records in each cell's metadata when a
 notebook is executed (``make notebooks`` / ``make book``); claims come from benchmarks/results/*.json.
@@ -17,7 +18,7 @@ import json
 import math
 from pathlib import Path
 
-from . import check, measure
+from . import check, measure, plots
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = ROOT / "notebooks"
@@ -143,7 +144,8 @@ def write_pages(book_dir: Path = BOOK_DIR) -> list[Path]:
     times.write_text(notebook_times_table(notebook_executions()) + "\n")
     status = book_dir / "status.md"
     status.write_text(status_page())
-    return [status, times]
+    icon = plots.draw_book_icon(book_dir / "images" / "favicon.png")
+    return [status, times, icon]
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# make test-latest: the test suite against the newest release of every direct dependency.
+# Creates .venv-latest (the pins lifted), runs unit tests and strict nbval there, and writes
+# _build/test-latest/report.md: the versions it got, and each failing test with its error.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=.venv-latest
+REPORT_DIR=_build/test-latest
+mkdir -p "$REPORT_DIR"
+
+test -x "$VENV/bin/python" || "$PYTHON" -m venv "$VENV"
+# requirements.txt without the versions: the newest release of each direct dependency.
+sed -e 's/#.*//' -e 's/==.*//' -e '/^\s*$/d' requirements.txt > "$REPORT_DIR/requirements-latest.txt"
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet --upgrade -r "$REPORT_DIR/requirements-latest.txt"
+"$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
+
+"$VENV/bin/pytest" tests notebooks --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
+  --nbval-cell-timeout=900 -p no:cacheprovider --junitxml="$REPORT_DIR/junit.xml" \
+  -k "not test_environment" > "$REPORT_DIR/pytest.log" 2>&1
+status=$?
+"$VENV/bin/python" - "$REPORT_DIR" <<'PY'
+import sys
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+from scaling_ml.check import _installed_version, read_pins
+
+report_dir = Path(sys.argv[1])
+lines = ["# Compatibility with the newest releases", "",
+         "| Package | Pinned | Newest tried |", "|---|---|---|"]
+lines += [f"| {name} | {pinned} | {_installed_version(name)} |" for name, pinned in sorted(read_pins().items())]
+suite = ElementTree.parse(report_dir / "junit.xml").getroot()
+failures = []
+for case in suite.iter("testcase"):
+    for problem in list(case.findall("failure")) + list(case.findall("error")):
+        message = (problem.get("message") or problem.text or "").strip().splitlines()
+        failures.append(f"| `{case.get('classname')}::{case.get('name')}` | {(message or ['?'])[0][:200]} |")
+total = sum(1 for _ in suite.iter("testcase"))
+lines += ["", f"{total} tests, {len(failures)} failing with the newest releases.", ""]
+if failures:
+    lines += ["| Test | Error |", "|---|---|", *failures]
+(report_dir / "report.md").write_text("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
+echo "report: $REPORT_DIR/report.md (full log: $REPORT_DIR/pytest.log)"
+exit $status
