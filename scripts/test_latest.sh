@@ -14,7 +14,7 @@ test -x "$VENV/bin/python" || "$PYTHON" -m venv "$VENV"
 sed -e 's/#.*//' -e 's/==.*//' -e '/^\s*$/d' requirements.txt > "$REPORT_DIR/requirements-latest.txt"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet --upgrade -r "$REPORT_DIR/requirements-latest.txt"
-"$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
+"$VENV/bin/python" -m pip install --quiet --no-deps -e .
 
 "$VENV/bin/pytest" tests notebooks --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
   --nbval-cell-timeout=900 -p no:cacheprovider --junitxml="$REPORT_DIR/junit.xml" \
