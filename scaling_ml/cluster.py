@@ -104,17 +104,22 @@ def local_cluster_options(n_workers: int | None = None, threads_per_worker: int 
     )
 
 
-def get_client(address: str | None = None, timeout: float = 10, **local_options) -> Client:
+def get_client(address: str | None = None, timeout: float = 10, local: bool = False,
+               **local_options) -> Client:
     """Return a connected ``distributed.Client``.
 
     address: a scheduler to connect to; defaults to ``DASK_SCHEDULER_ADDRESS`` / dask config.
         Without one, a LocalCluster is started (``local_options`` go to it, see
         :func:`local_cluster_options`) and closing the client also closes that cluster.
     timeout: seconds to wait for an existing scheduler before giving up with a clear error.
+    local: start a LocalCluster even when a scheduler is configured; for demonstrations that need
+        a cluster of a particular shape (say, one worker with a small memory limit) wherever they run.
 
     Use it as ``client = get_client()`` ... ``client.close()``, or as a context manager.
     """
-    address = address or configured_scheduler_address()
+    if local and address:
+        raise ClusterError("Give either an address or local=True, not both.")
+    address = None if local else address or configured_scheduler_address()
     if address is None:
         # A Client given cluster options (no address) owns the LocalCluster it starts:
         # client.close() shuts the scheduler and worker processes down too.

@@ -135,3 +135,17 @@ def test_unreachable_scheduler_names_the_fix():
 def test_bad_local_cluster_sizes_are_refused(options):
     with pytest.raises(cluster.ClusterError, match="whole number"):
         cluster.get_client(**options)
+
+
+def test_local_true_starts_a_local_cluster_even_with_a_configured_scheduler(external_scheduler, monkeypatch):
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", external_scheduler)
+    dask.config.refresh()
+    try:
+        with cluster.get_client(local=True, n_workers=1, memory_limit="1GiB") as client:
+            assert client.scheduler.address != external_scheduler
+            assert client.scheduler.address.startswith("tcp://127.0.0.1:")
+        with pytest.raises(cluster.ClusterError, match="not both"):
+            cluster.get_client(external_scheduler, local=True)
+    finally:
+        monkeypatch.delenv("DASK_SCHEDULER_ADDRESS")
+        dask.config.refresh()
