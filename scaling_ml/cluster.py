@@ -122,8 +122,10 @@ def get_client(address: str | None = None, timeout: float = 10, local: bool = Fa
     address = None if local else address or configured_scheduler_address()
     if address is None:
         # A Client given cluster options (no address) owns the LocalCluster it starts:
-        # client.close() shuts the scheduler and worker processes down too.
-        return Client(**local_cluster_options(**local_options))
+        # client.close() shuts the scheduler and worker processes down too. The configured
+        # address is cleared while it starts, or Client would connect there instead (local=True).
+        with dask.config.set({"scheduler-address": None}):
+            return Client(**local_cluster_options(**local_options))
     if local_options:
         raise ClusterError(
             f"Options {sorted(local_options)} only apply to a local cluster, but a scheduler "
