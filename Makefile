@@ -13,7 +13,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 CELL_TIMEOUT := 900
 NBVAL := --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=$(CELL_TIMEOUT)
 
-.PHONY: help env data book render test test-latest lab notebooks bench clean check-processes
+.PHONY: help env data book render test test-external test-slurm test-latest lab notebooks bench clean check-processes
 
 help:
 	@echo "make book        build the executed website into _build/html"
@@ -66,6 +66,14 @@ notebooks: data
 
 bench: data
 	for script in benchmarks/[0-9a-z]*.py; do echo "running $$script"; $(PY) "$$script"; done
+
+# The two lanes of chapter 5 on their own (make test runs them too).
+test-external: data
+	$(BIN)/pytest -s tests/test_external_cluster.py
+	@$(MAKE) --no-print-directory check-processes
+
+test-slurm: env
+	$(BIN)/pytest -s tests/test_slurm.py
 
 lab: data
 	$(BIN)/jupyter lab notebooks/
