@@ -57,7 +57,7 @@ test: data render
 	@$(MAKE) --no-print-directory check-processes
 
 notebooks: data
-	for notebook in $(NOTEBOOKS); do \
+	for notebook in $(or $(NB),$(NOTEBOOKS)); do \
 	  echo "executing $$notebook"; \
 	  $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=$(CELL_TIMEOUT) "$$notebook"; \
