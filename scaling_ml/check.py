@@ -12,10 +12,9 @@ import re
 import sys
 import urllib.request
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
-from . import cluster, data
+from . import cluster, data, measure
 
 REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements.txt"
 # Packages that must be identical on the client and every worker for pickled estimators to load.
@@ -75,10 +74,7 @@ def check_pins(pins: dict[str, str], installed=None) -> list[CheckResult]:
 
 
 def _installed_version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
+    return measure.versions([package])[package]
 
 
 def check_newsgroups(data_home=None) -> CheckResult:
@@ -141,22 +137,10 @@ def check_dashboard(link: str, timeout: float = 10) -> CheckResult:
                        "pip install bokeh (in the pinned version) and restart the cluster")
 
 
-def _versions_here(packages):
-    from importlib import metadata as worker_metadata
-
-    found = {}
-    for package in packages:
-        try:
-            found[package] = worker_metadata.version(package)
-        except worker_metadata.PackageNotFoundError:
-            found[package] = None
-    return found
-
-
 def check_worker_packages(client, packages=WORKER_PACKAGES) -> list[CheckResult]:
     """Compare package versions on every worker with the client's (beyond distributed's own check)."""
-    on_client = _versions_here(packages)
-    on_workers = client.run(_versions_here, packages)
+    on_client = measure.versions(packages)
+    on_workers = client.run(measure.versions, packages)
     results = []
     for package in packages:
         differing = {worker: versions[package] for worker, versions in on_workers.items()

@@ -12,6 +12,7 @@ client:``) and ends with ``client.close()``. The same code path serves three set
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from urllib.parse import urlparse
@@ -93,6 +94,11 @@ def local_cluster_options(n_workers: int | None = None, threads_per_worker: int 
     # distributed's default dashboard listens on 0.0.0.0:8787 (every interface); bind it to
     # loopback, on 8787 when free so that the link readers know works, else on any free port.
     dashboard_port = DEFAULT_DASHBOARD_PORT if _port_is_free(DEFAULT_DASHBOARD_PORT) else 0
+    # Keep the scheduler's, nannies' and workers' log lines out of notebook cells: they arrive at
+    # random moments (distributed 2025.1.0 logs a heartbeat error when a cluster shuts down), while
+    # a failing task still raises its error in the notebook. Pass silence_logs=logging.WARNING
+    # to see them.
+    options.setdefault("silence_logs", logging.CRITICAL)
     return dict(
         n_workers=n_workers,
         threads_per_worker=threads_per_worker,

@@ -25,7 +25,8 @@ for tool in slurmctld slurmd sbatch squeue scontrol munged; do
 done
 
 NODE=$(hostname -s)
-CPUS=$(nproc)
+# nproc --all: plain nproc obeys OMP_NUM_THREADS, which a caller may have set to 1.
+CPUS=$(nproc --all)
 # RealMemory may not exceed what slurmd detects, or slurmd marks the node invalid.
 DETECTED_MB=$(slurmd -C | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p')
 REAL_MEMORY=$(( DETECTED_MB > 1024 ? DETECTED_MB - 512 : DETECTED_MB ))
