@@ -361,3 +361,36 @@ def plot_chunk_overhead(runs, ax=None):
     ax.set_ylabel("seconds for one predict pass")
     ax.set_title("Tiny chunks: scheduler overhead dominates")
     return ax
+
+
+def _hold_then_measure(data, seconds: float) -> int:
+    time.sleep(seconds)
+    return len(data)
+
+
+def lose_scattered_data(client, data, n_tasks: int = 4, seconds: float = 2.0, timeout: float = 60):
+    """Scatter ``data`` to one worker, queue tasks that need it there, and SIGKILL that worker.
+
+    This is what happens to joblib's dask backend when the worker holding the arguments it
+    scattered dies before every task that needs them has run (with a real search, whether a
+    copy survives elsewhere is a matter of timing; here no copy exists). Returns the error the
+    tasks' results raise and the address of the killed worker.
+    """
+    if os.name != "posix":
+        raise FailureModesError("lose_scattered_data needs a POSIX system (it sends SIGKILL).")
+    holder = sorted(client.scheduler_info()["workers"])[0]
+    [scattered] = client.scatter([data], workers=[holder])
+    tasks = [client.submit(_hold_then_measure, scattered, seconds, pure=False, workers=[holder])
+             for _ in range(n_tasks)]
+    deadline = time.monotonic() + timeout
+    while not client.processing(workers=[holder]).get(holder):
+        if time.monotonic() > deadline:
+            raise FailureModesError(f"no task started on {holder} within {timeout} s")
+        time.sleep(0.02)
+    time.sleep(min(0.5, seconds / 4))  # the first task is running, the others wait behind it
+    os.kill(client.run(os.getpid, workers=[holder])[holder], signal.SIGKILL)
+    try:
+        client.gather(tasks)
+    except Exception as error:  # noqa: BLE001 - the error is what the caller shows
+        return error, holder
+    raise FailureModesError("the tasks finished although the only copy of their data died")

@@ -192,3 +192,13 @@ def test_runs_table_and_unknown_case(tmp_path):
 def test_load_results_missing(tmp_path):
     with pytest.raises(measure.MeasureError, match="run `make bench`"):
         failure_modes.load_results(tmp_path)
+
+
+def test_losing_the_only_copy_of_scattered_data_cancels_its_tasks():
+    from distributed.client import FutureCancelledError
+
+    with cluster.get_client(local=True, n_workers=2) as client:
+        error, killed = failure_modes.lose_scattered_data(client, list(range(1000)), n_tasks=2, seconds=1.0)
+        assert isinstance(error, FutureCancelledError)
+        assert killed.startswith("tcp://127.0.0.1:")
+        failure_modes.wait_for_workers(client, 2, timeout=120)
