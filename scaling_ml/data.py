@@ -37,6 +37,37 @@ class DataError(RuntimeError):
     """Data is missing or not what the book expects; the message says how to fix it."""
 
 
+def check_row_blocks(X, y, error: type[Exception] = ValueError) -> None:
+    """Raise ``error`` unless X (2-D) and y (1-D) are dask arrays whose row blocks line up.
+
+    Block i of X must hold whole rows and the same rows as block i of y: the chapters' helpers
+    work block by block (predict, partial_fit), so the check names the problem and the fix
+    instead of letting a mismatch fail deep in Dask or, worse, pair rows with other rows' labels.
+    """
+    import dask.array as da
+
+    if not isinstance(X, da.Array) or not isinstance(y, da.Array):
+        raise error(
+            f"X and y must be dask arrays (got {type(X).__name__} and {type(y).__name__}): wrap "
+            "NumPy data with da.from_array(..., chunks=...), or convert a dask DataFrame with "
+            ".to_dask_array(lengths=True)."
+        )
+    if X.ndim != 2 or y.ndim != 1:
+        raise error(f"X must be 2-D and y 1-D, got X.ndim={X.ndim} and y.ndim={y.ndim}.")
+    if X.numblocks[1] != 1:
+        raise error(
+            f"X is split into {X.numblocks[1]} blocks along the columns: every block must hold "
+            "whole rows. Rechunk with X.rechunk({1: -1})."
+        )
+    if X.chunks[0] != y.chunks[0]:
+        raise error(
+            f"The row blocks of X ({len(X.chunks[0])} blocks: {X.chunks[0][:3]}...) and y "
+            f"({len(y.chunks[0])} blocks: {y.chunks[0][:3]}...) do not line up, so block i of X "
+            "would meet the labels of other rows. Give both the same row chunks, for example "
+            "y = y.rechunk(X.chunks[0])."
+        )
+
+
 def newsgroups_cache_path(data_home: str | os.PathLike | None = None) -> Path:
     """Where scikit-learn keeps (and ``fetch_20newsgroups`` looks for) the 20 Newsgroups cache."""
     return Path(get_data_home(data_home)) / NEWSGROUPS_CACHE_NAME

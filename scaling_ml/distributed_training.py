@@ -34,11 +34,10 @@ ALL_CATEGORIES = (
 )
 # The chapter's data: 4 topics, about 2,000 training documents (the search runs in seconds).
 NOTEBOOK_CATEGORIES = ("alt.atheism", "comp.graphics", "sci.space", "talk.religion.misc")
-# The benchmark's larger workload: twice the topics, so each fit is longer and the fixed cost of
-# sending a task to a worker is a smaller share of it.
-BENCHMARK_CATEGORIES = NOTEBOOK_CATEGORIES + (
-    "rec.autos", "sci.med", "soc.religion.christian", "talk.politics.guns",
-)
+# The benchmark's workload: all 20 topics (11,314 training documents), the size the notebook's
+# "Scale up" comment points to. Each fit is about 5x longer than the notebook's, so the fixed cost
+# of sending a task to a worker, and the scheduler's share of the 2 cores, weigh less.
+BENCHMARK_CATEGORIES = ALL_CATEGORIES
 # The chapter's grid, exactly as the original tutorial gives it: 2 x 2 x 2 = 8 candidates.
 PARAMETERS = {
     "tfidf__use_idf": (True, False),
@@ -311,19 +310,30 @@ def summarise(runs: list[dict], baseline: str = "n_jobs=1") -> pd.DataFrame:
 
 
 def benchmark_claims(table: pd.DataFrame) -> list[measure.Claim]:
-    """The chapter's two claims, for the dask backend with and without ``scatter=``."""
-    claims = []
-    for mode in ("dask + scatter", "dask"):
-        if mode not in table.index:
-            continue
-        claims.append(measure.Claim(
-            f"{mode}: speed-up over n_jobs=1 (2 workers)",
-            round(float(table.loc[mode, "speed-up"]), 3), "x", 1.8, ">="))
-        claims.append(measure.Claim(
-            f"{mode}: time / n_jobs=-1 time",
-            round(float(table.loc[mode, "median s"] / table.loc["n_jobs=-1", "median s"]), 3),
-            "ratio", 1.10, "<="))
-    return claims
+    """The chapter's claims about the dask backend, from the benchmark's summary table.
+
+    The speed-up goal is for the dask backend used as the chapter teaches, with the list of
+    documents scattered once; the plain backend is held to the n_jobs=-1 comparison, and a last
+    claim checks that scattering is what saves the time.
+    """
+    missing = [mode for mode in MODES if mode not in table.index]
+    if missing:
+        raise DistributedTrainingError(
+            f"The benchmark's claims need all four modes; the runs lack {missing}: time them with "
+            "time_modes(..., modes=MODES)."
+        )
+    seconds = table["median s"]
+    return [
+        measure.Claim("dask + scatter: speed-up over n_jobs=1 (2 workers)",
+                      round(float(table.loc["dask + scatter", "speed-up"]), 3), "x", 1.8, ">="),
+        measure.Claim("dask + scatter: time / n_jobs=-1 time",
+                      round(float(seconds["dask + scatter"] / seconds["n_jobs=-1"]), 3),
+                      "ratio", 1.10, "<="),
+        measure.Claim("dask (documents sent with every task): time / n_jobs=-1 time",
+                      round(float(seconds["dask"] / seconds["n_jobs=-1"]), 3), "ratio", 1.10, "<="),
+        measure.Claim("scatter saves time: dask time / dask + scatter time",
+                      round(float(seconds["dask"] / seconds["dask + scatter"]), 3), "ratio", 1.0, ">"),
+    ]
 
 
 def plot_speedup(table: pd.DataFrame, ideal: float, save: bool = True, figures_dir=None):

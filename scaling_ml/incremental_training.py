@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse
 from sklearn.utils import check_random_state
 
-from . import plots
+from . import data, plots
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NEWSGROUPS_ARCHIVE_ENV = "NEWSGROUPS_ARCHIVE"
@@ -86,26 +86,7 @@ def check_incremental_inputs(estimator, X, y, classes=None) -> None:
             "need not contain every class. Pass all labels up front, for example "
             "fit(X, y, classes=np.unique(y_sample)) or classes=[0, 1]."
         )
-    if not isinstance(X, da.Array) or not isinstance(y, da.Array):
-        raise IncrementalTrainingError(
-            f"X and y must be dask arrays (got {type(X).__name__} and {type(y).__name__}); "
-            "convert a dask DataFrame with .to_dask_array(lengths=True)."
-        )
-    if X.ndim != 2 or y.ndim != 1:
-        raise IncrementalTrainingError(
-            f"X must be 2-D and y 1-D, got X.ndim={X.ndim} and y.ndim={y.ndim}."
-        )
-    if X.numblocks[1] != 1:
-        raise IncrementalTrainingError(
-            f"X is split into {X.numblocks[1]} blocks along the columns: every block must hold "
-            "whole rows. Rechunk with X.rechunk({1: -1})."
-        )
-    if X.chunks[0] != y.chunks[0]:
-        raise IncrementalTrainingError(
-            f"The row blocks of X {X.chunks[0][:5]}... and y {y.chunks[0][:5]}... do not line up, "
-            "so block i of X would be trained with the labels of other rows. Give both the same "
-            "row chunks, for example y = y.rechunk(X.chunks[0])."
-        )
+    data.check_row_blocks(X, y, IncrementalTrainingError)
 
 
 def _is_classifier(estimator) -> bool:

@@ -8,6 +8,7 @@ import sys
 import tarfile
 import time
 
+import numpy as np
 import pytest
 from sklearn.datasets import fetch_20newsgroups
 
@@ -122,3 +123,24 @@ def test_archive_members_outside_the_destination_are_refused(tmp_path):
     with pytest.raises(data.DataError, match="outside the archive"):
         data.import_newsgroups_archive(evil, tmp_path / "home")
     assert not (tmp_path / "escaped.txt").exists()
+
+
+class _ChapterError(ValueError):
+    pass
+
+
+def test_check_row_blocks_names_each_problem_with_the_callers_error():
+    import dask.array as da
+
+    X = da.zeros((100, 3), chunks=(25, 3))
+    y = da.zeros(100, chunks=25)
+    data.check_row_blocks(X, y, _ChapterError)  # aligned: no error
+    cases = [
+        ((X, np.zeros(100)), "must be dask arrays"),
+        ((X, da.zeros((100, 1), chunks=25)), "y 1-D"),
+        ((X.rechunk((25, 1)), y), "along the columns"),
+        ((X, y.rechunk(50)), "do not line up"),
+    ]
+    for (bad_X, bad_y), message in cases:
+        with pytest.raises(_ChapterError, match=message):
+            data.check_row_blocks(bad_X, bad_y, _ChapterError)

@@ -164,3 +164,22 @@ def test_summarise_needs_runs_and_a_baseline():
         ch.summarise([])
     with pytest.raises(DistributedTrainingError, match="n_jobs=1"):
         ch.summarise([{"mode": "dask", "repeat": 0, "seconds": 1.0}])
+
+
+def test_benchmark_claims_from_a_known_table():
+    runs = [{"mode": mode, "repeat": 0, "seconds": seconds}
+            for mode, seconds in zip(ch.MODES, (20.0, 10.5, 11.0, 10.8))]
+    claims = {claim.name: claim for claim in ch.benchmark_claims(ch.summarise(runs))}
+    speed_up = claims["dask + scatter: speed-up over n_jobs=1 (2 workers)"]
+    assert speed_up.measured == round(20.0 / 10.8, 2) and speed_up.holds
+    assert claims["scatter saves time: dask time / dask + scatter time"].measured == round(11.0 / 10.8, 3)
+    slow = [dict(run, seconds=14.0) if run["mode"] == "dask + scatter" else run for run in runs]
+    slow_claims = {claim.name: claim for claim in ch.benchmark_claims(ch.summarise(slow))}
+    assert not slow_claims["dask + scatter: speed-up over n_jobs=1 (2 workers)"].holds
+    assert not slow_claims["scatter saves time: dask time / dask + scatter time"].holds
+
+
+def test_benchmark_claims_need_every_mode():
+    runs = [{"mode": mode, "repeat": 0, "seconds": 1.0} for mode in ("n_jobs=1", "dask")]
+    with pytest.raises(ch.DistributedTrainingError, match="need all four modes"):
+        ch.benchmark_claims(ch.summarise(runs))

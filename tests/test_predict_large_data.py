@@ -1,6 +1,7 @@
 """Unit tests of scaling_ml.predict_large_data (chapter 2)."""
 
 import dask.array as da
+import dask
 import numpy as np
 import pytest
 import zarr
@@ -66,9 +67,10 @@ def test_lazy_array_chunks_are_seeded_and_lazy(client):
     X, y = chapter.make_lazy_classification(geometry, 25_000, 10_000, seed=3)
     assert X.shape == (25_000, 2) and y.shape == (25_000,)
     assert X.chunks == ((10_000, 10_000, 5_000), (2,)) and y.chunks[0] == X.chunks[0]
-    block = chapter.generate_chunk(geometry, 5_000, 3, 2)
-    np.testing.assert_array_equal(X[20_000:].compute(), block[:, :2])
-    np.testing.assert_array_equal(y[20_000:].compute(), block[:, 2].astype(int))
+    X_block, y_block = chapter.generate_chunk(geometry, 5_000, 3, 2)
+    np.testing.assert_array_equal(X[20_000:].compute(), X_block)
+    np.testing.assert_array_equal(y[20_000:].compute(), y_block)
+    assert y.dtype == np.int64 and set(np.unique(y_block)) == {0, 1}
     X_again, _ = chapter.make_lazy_classification(geometry, 25_000, 10_000, seed=3)
     np.testing.assert_array_equal(X.compute(), X_again.compute())
 
@@ -91,7 +93,7 @@ def test_predict_to_zarr_writes_without_gathering(client, model, tmp_path):
 
 def test_mismatched_chunks_raise(model):
     X, y = chapter.make_lazy_classification(chapter.training_geometry(), 4_000, 1_000)
-    with pytest.raises(PredictLargeDataError, match="different row chunks"):
+    with pytest.raises(PredictLargeDataError, match="do not line up"):
         chapter.predict_to_zarr(model, X, "unused.zarr", y.rechunk(2_000))
     with pytest.raises(PredictLargeDataError, match="dask array"):
         chapter.check_aligned(X, np.zeros(4_000))
@@ -108,7 +110,54 @@ def test_baselines_agree_with_dask(client, model):
     geometry = chapter.training_geometry()
     loop = chapter.run_plain_loop(model.estimator, geometry, 30_000, 10_000, seed=4)
     _, dask_accuracy = chapter.time_dask_score(model, geometry, 30_000, 10_000, seed=4)
-    assert loop == pytest.approx(dask_accuracy)
+    futures = chapter.run_dask_futures(client, model.estimator, geometry, 30_000, 10_000, seed=4)
+    assert loop == pytest.approx(dask_accuracy) == pytest.approx(futures)
+
+
+@pytest.mark.parametrize("clusters_per_class", [1, 2, 3])  # 2, 4 and 6 clusters
+def test_features_and_labels_alone_equal_the_joint_sample(clusters_per_class):
+    geometry = chapter.ClassificationGeometry.from_make_classification(
+        n_samples=500, n_features=4, n_informative=3, n_redundant=1,
+        n_clusters_per_class=clusters_per_class, random_state=3)
+    shares = np.bincount(geometry.sample_clusters(60_000, 0)) / 60_000
+    np.testing.assert_allclose(shares, 1 / geometry.n_clusters, atol=0.01)
+    seed = chapter.chunk_seed(7, 3)
+    X, y = geometry.sample(10_000, seed)
+    np.testing.assert_array_equal(geometry.sample_features(10_000, seed), X)
+    np.testing.assert_array_equal(geometry.sample_labels(10_000, seed), y)
+    # Label noise: about flip_y of the rows get a random class, so about half of those differ.
+    clean = np.arange(geometry.n_clusters)[geometry.sample_clusters(10_000, seed)] % 2
+    assert 0 < (clean != y).sum() < 4 * geometry.flip_y * 10_000 / 2
+
+
+def test_scoring_fuses_into_one_task_per_chunk(model):
+    from dask_ml.metrics import accuracy_score
+
+    X, y = chapter.make_lazy_classification(chapter.training_geometry(), 40_000, 10_000, seed=1)
+    (score,) = dask.optimize(accuracy_score(y, model.predict(X), compute=False))
+    per_chunk = [key for key in dict(score.__dask_graph__())
+                 if isinstance(key, tuple) and len(key) == 2 and "make-classification" in key[0]]
+    assert len(per_chunk) == X.numblocks[0]
+
+
+def test_same_recipe_same_keys_other_recipe_other_keys():
+    geometry = chapter.training_geometry()
+    first, _ = chapter.make_lazy_classification(geometry, 40_000, 10_000, seed=1)
+    again, _ = chapter.make_lazy_classification(geometry, 40_000, 10_000, seed=1)
+    other_size, _ = chapter.make_lazy_classification(geometry, 40_000, 20_000, seed=1)
+    other_seed, _ = chapter.make_lazy_classification(geometry, 40_000, 10_000, seed=2)
+    assert first.name == again.name
+    assert len({first.name, other_size.name, other_seed.name}) == 3
+
+
+def test_chunk_cost_breakdown_names_every_step(model):
+    steps = chapter.chunk_cost_breakdown(model.estimator, chapter.training_geometry(), 20_000,
+                                         repeats=2)
+    assert list(steps) == ["draw clusters", "draw X", "draw y",
+                           "Dask's block copy (pipeline only)", "predict", "compare"]
+    assert all(seconds > 0 for seconds in steps.values())
+    with pytest.raises(PredictLargeDataError, match="chunk_rows"):
+        chapter.chunk_cost_breakdown(model.estimator, chapter.training_geometry(), 0)
 
 
 def test_chunk_size_curve_points(client, model):
