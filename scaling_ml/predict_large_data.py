@@ -295,15 +295,15 @@ def make_lazy_classification(geometry: ClassificationGeometry, n_rows: int, chun
             "ClassificationGeometry.from_make_classification(**TRAINING_PARAMETERS)."
         )
     sizes = tuple(chunk_sizes(n_rows, chunk_rows))
-    # Names from the arguments: the same recipe gives the same keys, another one other keys.
-    token = dask.base.tokenize(geometry.__getstate__(), sizes, seed)
+    # map_blocks appends a hash of the function and its arguments to these names: the same
+    # recipe gives the same keys, in any process; another recipe other keys.
     X = da.map_blocks(
         _generate_features, geometry, seed, chunks=(sizes, (geometry.n_features,)),
-        dtype=np.float64, meta=np.empty((0, 0)), name=f"make-classification-X-{token}",
+        dtype=np.float64, meta=np.empty((0, 0)), name="make-classification-X",
     )
     y = da.map_blocks(
         _generate_labels, geometry, seed, chunks=(sizes,), dtype=np.int64,
-        meta=np.empty((0,), dtype=np.int64), name=f"make-classification-y-{token}",
+        meta=np.empty((0,), dtype=np.int64), name="make-classification-y",
     )
     return X, y
 

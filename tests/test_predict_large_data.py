@@ -1,7 +1,10 @@
 """Unit tests of scaling_ml.predict_large_data (chapter 2)."""
 
-import dask.array as da
+import subprocess
+import sys
+
 import dask
+import dask.array as da
 import numpy as np
 import pytest
 import zarr
@@ -148,6 +151,15 @@ def test_same_recipe_same_keys_other_recipe_other_keys():
     other_seed, _ = chapter.make_lazy_classification(geometry, 40_000, 10_000, seed=2)
     assert first.name == again.name
     assert len({first.name, other_size.name, other_seed.name}) == 3
+
+
+def test_names_are_the_same_in_every_process():
+    # nbval compares the array's repr, which shows its name, with the one stored in the notebook.
+    code = ("from scaling_ml import predict_large_data as ch; X, y = ch.make_lazy_classification("
+            "ch.training_geometry(), 1_000, 100, seed=0); print(X.name, y.name)")
+    names = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout for _ in range(2)}
+    assert len(names) == 1 and names.pop().startswith("make-classification-X-")
 
 
 def test_chunk_cost_breakdown_names_every_step(model):
