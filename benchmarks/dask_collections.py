@@ -168,8 +168,7 @@ def main(argv=None) -> int:
     path = measure.write_results(NAME, claims=claims, runs=runs,
                                  extra={"quick": arguments.quick}, results_dir=results_dir)
     for claim in claims:
-        print(f"{'HOLDS' if claim.holds else 'FAILS'}: {claim.name}: {claim.measured:.3g} {claim.unit} "
-              f"(goal {claim.goal_op} {claim.goal:g})")
+        print(measure.format_claim(claim))
     print(f"wrote {path}")
     if scratch is not None:
         scratch.cleanup()

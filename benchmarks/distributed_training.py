@@ -68,8 +68,9 @@ def main(argv=None) -> int:
 
     table = ch.summarise(runs)
     print(table.to_string())
+    claims = ch.benchmark_claims(table)
     path = measure.write_results(
-        ch.NAME, claims=ch.benchmark_claims(table), runs=runs, results_dir=results_dir,
+        ch.NAME, claims=claims, runs=runs, results_dir=results_dir,
         extra={"workload": {"categories": categories, "documents": len(X),
                             "candidates": ch.check_grid(ch.make_pipeline(), ch.PARAMETERS),
                             "folds": 3, "n_workers": N_WORKERS, "threads_per_worker": 1,
@@ -77,9 +78,8 @@ def main(argv=None) -> int:
                "summary": table.reset_index().to_dict(orient="records")})
     _, figure_path = ch.plot_speedup(table, ideal=min(N_WORKERS, os.cpu_count() or 1),
                                      figures_dir=figures_dir)
-    for claim in measure.load_results(ch.NAME, results_dir)["claims"]:
-        print(f"{'HOLDS' if claim['holds'] else 'MISSED'}  {claim['name']}: "
-              f"{claim['measured']} {claim['unit']} (goal {claim['goal_op']} {claim['goal']})")
+    for claim in claims:
+        print(measure.format_claim(claim))
     print(f"wrote {path} and {figure_path}")
     return 0
 

@@ -131,7 +131,7 @@ def main(argv=None):
     failure_modes.plot_chunk_overhead(pd.DataFrame(case7), ax=ax)
     figure_path = plots.save_figure(figure, "failure_modes_chunk_overhead", figures_dir)
     for claim in claims:
-        print(f"{claim.name}: {claim.measured:.3g} {claim.unit} (holds: {claim.holds})")
+        print(measure.format_claim(claim))
     print(f"wrote {path} and {figure_path}")
 
 

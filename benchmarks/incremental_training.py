@@ -171,8 +171,7 @@ def main(argv=None) -> int:
                             "accuracy": acc, "search": search, "quick": arguments.quick},
                "total_seconds": round(time.perf_counter() - start, 1)})
     for claim in claims:
-        print(f"{'HOLDS' if claim.holds else 'FAILS'}  {claim.name}: {claim.measured:g} "
-              f"(goal {claim.goal_op} {claim.goal:g})")
+        print(measure.format_claim(claim))
     print(f"wrote {path}")
     return 0
 

@@ -194,8 +194,7 @@ def main(argv=None) -> Path:
     path = measure.write_results(NAME, claims=claims, runs=runs, extra={"summary": summary},
                                  results_dir=output)
     for claim in claims:
-        print(f"{'OK  ' if claim.holds else 'FAIL'} {claim.name}: {claim.measured:.3g} {claim.unit} "
-              f"(goal {claim.goal_op} {claim.goal:g})")
+        print(measure.format_claim(claim))
     print("wrote", path)
     return path
 

@@ -132,6 +132,12 @@ class Claim:
         self.holds = bool(GOAL_OPERATORS[self.goal_op](self.measured, self.goal))
 
 
+def format_claim(claim: Claim) -> str:
+    """One line for a benchmark's log: ``HOLDS  name: measured unit (goal op goal)``."""
+    return (f"{'HOLDS ' if claim.holds else 'MISSED'} {claim.name}: {claim.measured:.4g} {claim.unit} "
+            f"(goal {claim.goal_op} {claim.goal:g})")
+
+
 def results_path(name: str, results_dir: str | os.PathLike | None = None) -> Path:
     return Path(results_dir or RESULTS_DIR) / f"{name}.json"
 

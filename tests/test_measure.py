@@ -59,3 +59,10 @@ def test_time_repeats_counts_the_calls():
     assert len(seconds) == 3 and len(calls) == 3 and all(value >= 0 for value in seconds)
     with pytest.raises(measure.MeasureError):
         measure.time_repeats(lambda: None, repeats=0)
+
+
+def test_format_claim_says_whether_it_holds():
+    holds = measure.Claim("speed-up", 1.8234, "x", 1.8, ">=")
+    missed = measure.Claim("ratio", 0.885, "ratio", 0.9, ">=")
+    assert measure.format_claim(holds) == "HOLDS  speed-up: 1.823 x (goal >= 1.8)"
+    assert measure.format_claim(missed) == "MISSED ratio: 0.885 ratio (goal >= 0.9)"
