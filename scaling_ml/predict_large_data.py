@@ -64,7 +64,6 @@ class ClassificationGeometry:
     shift: np.ndarray                # (n_features,)
     scale: np.ndarray                # (n_features,)
     feature_order: np.ndarray        # (n_features,): the final column permutation
-    cluster_weights: np.ndarray      # (n_clusters,): share of rows in each cluster
     flip_y: float
     replayed: tuple = field(default=None, repr=False)  # (X, y) of the replayed call, to verify
 
@@ -147,7 +146,6 @@ class ClassificationGeometry:
         return cls(n_features=n_features, n_informative=n_informative, n_classes=n_classes,
                    centroids=centroids, covariance_factors=np.array(factors),
                    redundant_factor=redundant, shift=shift, scale=scale, feature_order=order,
-                   cluster_weights=np.array(weights * n_clusters_per_class) / n_clusters_per_class,
                    flip_y=flip_y, replayed=(X, y))
 
     def _stream(self, seed, stream: int) -> np.random.Generator:
@@ -213,7 +211,7 @@ class ClassificationGeometry:
             clusters = self.sample_clusters(n_rows, seed)
         rng = self._stream(seed, _LABEL_NOISE)
         class_of_cluster = np.arange(self.n_clusters, dtype=np.int64) % self.n_classes
-        y = class_of_cluster[clusters]  # a lookup: several times faster than % on every row
+        y = class_of_cluster[clusters]  # a lookup is cheaper than % on every row
         n_flipped = int(rng.binomial(n_rows, self.flip_y))
         y[rng.choice(n_rows, size=n_flipped, replace=False)] = rng.integers(self.n_classes,
                                                                            size=n_flipped)
