@@ -13,7 +13,10 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import multiprocessing
+import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -37,6 +40,16 @@ _SUPPORTED_DEFAULTS = dict(n_repeated=0, n_classes=2, weights=None, flip_y=0.01,
 BYTES_PER_GIB = 2**30
 # A chunk's independent random streams (children of its seed).
 _CLUSTERS, _FEATURES, _LABEL_NOISE = range(3)
+# Rows per block when drawing X: 16,384 rows of temporaries (128 KiB each) fit in the CPU's cache.
+_BLOCK_ROWS = 1 << 14
+
+
+# Each thread's last cluster draw: (key, clusters); see ClassificationGeometry.sample_clusters.
+_last_clusters = threading.local()
+
+
+def _seed_sequence(seed) -> np.random.SeedSequence:
+    return seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
 
 
 class PredictLargeDataError(ValueError):
@@ -150,23 +163,38 @@ class ClassificationGeometry:
 
     def _stream(self, seed, stream: int) -> np.random.Generator:
         """One of a chunk's independent random streams (clusters, features, label noise)."""
-        sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        sequence = _seed_sequence(seed)
         # What SeedSequence.spawn gives its child number ``stream``, without spawn's state.
         return np.random.default_rng(np.random.SeedSequence(
             sequence.entropy, spawn_key=tuple(sequence.spawn_key) + (stream,)))
 
     def sample_clusters(self, n_rows: int, seed) -> np.ndarray:
-        """The cluster of each of ``n_rows`` new rows (uint8); equal weights, as the call's
-        ``weights=None``. Rows are i.i.d.: cluster sizes vary as in any fresh sample.
+        """The cluster of each of ``n_rows`` new rows (uint8, read-only); equal weights, as the
+        call's ``weights=None``. Rows are i.i.d.: cluster sizes vary as in any fresh sample.
 
-        X and y each draw these (see :func:`make_lazy_classification`), so the draw is kept cheap:
-        for a power-of-two number of clusters, the low bits of random bytes (exactly uniform).
+        X and y of a chunk are separate tasks that both need these (see
+        :func:`make_lazy_classification`). Dask runs the two in one thread, one after the other,
+        so the thread keeps its last draw and the second task reuses it instead of drawing again.
+        For a power-of-two number of clusters, the draw is the low bits of random bytes (exactly
+        uniform).
         """
-        rng = self._stream(seed, _CLUSTERS)
+        sequence = _seed_sequence(seed)
+        entropy = sequence.entropy
+        key = (self.n_clusters, n_rows, tuple(entropy) if isinstance(entropy, list) else entropy,
+               tuple(sequence.spawn_key))
+        last = getattr(_last_clusters, "draw", None)
+        if last is not None and last[0] == key:
+            return last[1]
+        rng = self._stream(sequence, _CLUSTERS)
         if self.n_clusters & (self.n_clusters - 1) == 0 and self.n_clusters <= 256:
-            return rng.integers(0, 256, size=n_rows, dtype=np.uint8) & np.uint8(self.n_clusters - 1)
-        return rng.integers(self.n_clusters, size=n_rows,
-                            dtype=np.uint8 if self.n_clusters <= 256 else np.int64)
+            clusters = (rng.integers(0, 256, size=n_rows, dtype=np.uint8)
+                        & np.uint8(self.n_clusters - 1))
+        else:
+            clusters = rng.integers(self.n_clusters, size=n_rows,
+                                    dtype=np.uint8 if self.n_clusters <= 256 else np.int64)
+        clusters.flags.writeable = False  # shared by X and y
+        _last_clusters.draw = (key, clusters)
+        return clusters
 
     def sample_features(self, n_rows: int, seed, clusters: np.ndarray | None = None) -> np.ndarray:
         """X of ``n_rows`` new rows, an (n_rows, n_features) float array.
@@ -183,16 +211,29 @@ class ClassificationGeometry:
         # Original feature j ends up in column destination[j] (make_classification's final
         # feature shuffle).
         destination = np.argsort(self.feature_order)
-        values = np.empty((n_informative + n_redundant, n_rows))
-        for j in range(n_informative):  # X_k @ A_k + centroid_k, one output column at a time
-            column = values[j]
-            np.take(self.centroids[:, j], clusters, out=column)
-            for i in range(n_informative):
-                column += informative[i] * np.take(self.covariance_factors[:, i, j], clusters)
-        for r in range(n_redundant):
-            values[n_informative + r] = self.redundant_factor[:, r] @ values[:n_informative]
-        for j in range(n_informative + n_redundant):
-            X[:, destination[j]] = values[j]
+        centroids = np.ascontiguousarray(self.centroids.T)                 # [j] -> per cluster
+        factors = np.ascontiguousarray(self.covariance_factors.transpose(2, 1, 0))  # [j, i]
+        # X_k @ A_k + centroid_k, a block of rows at a time: the temporaries stay in the CPU's
+        # cache instead of allocating (and page-faulting) whole columns, which made drawing X
+        # memory-bound. Same values as whole columns, bit for bit.
+        block_rows = min(_BLOCK_ROWS, n_rows)
+        values = np.empty((n_informative + n_redundant, block_rows))
+        term = np.empty(block_rows)
+        for start in range(0, n_rows, block_rows):
+            stop = min(start + block_rows, n_rows)
+            rows, block_clusters = stop - start, clusters[start:stop]
+            for j in range(n_informative):
+                column = values[j, :rows]
+                np.take(centroids[j], block_clusters, out=column)
+                for i in range(n_informative):
+                    np.take(factors[j, i], block_clusters, out=term[:rows])
+                    term[:rows] *= informative[i, start:stop]
+                    column += term[:rows]
+            for r in range(n_redundant):
+                values[n_informative + r, :rows] = (self.redundant_factor[:, r]
+                                                    @ values[:n_informative, :rows])
+            for j in range(n_informative + n_redundant):
+                X[start:stop, destination[j]] = values[j, :rows]
         for j in range(n_informative + n_redundant, n_features):
             X[:, destination[j]] = rng.standard_normal(n_rows)
         if np.any(self.shift != 0) or np.any(self.scale != 1):
@@ -380,12 +421,83 @@ def run_plain_loop(estimator, geometry, n_rows, chunk_rows, seed=0) -> float:
     return correct / sum(sizes)
 
 
-def start_process_pool(n_processes: int = 2):
-    """A started ``ProcessPoolExecutor`` (spawned processes, warmed up so timing excludes start-up)."""
-    pool = concurrent.futures.ProcessPoolExecutor(
-        n_processes, mp_context=multiprocessing.get_context("spawn"))
-    list(pool.map(time.sleep, [0.2] * n_processes))
+# glibc's malloc reads these when a process starts. Dask's nanny sets the first for its workers
+# (``distributed.nanny.pre-spawn-environ``) so that freed memory goes back to the OS at once.
+MALLOC_VARIABLES = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX")
+# Process memory settings the benchmark compares, each given to the pool and the workers alike.
+MEMORY_SETTINGS = {
+    # What Dask's workers get by default: every free of more than 64 KiB returns memory to the OS.
+    "Dask's default": {"MALLOC_TRIM_THRESHOLD_": "65536"},
+    # Nothing set: what a plain Python process gets.
+    "glibc's default": {},
+    # Arrays up to 1 GiB come from memory the process keeps and reuses: no page faults per chunk,
+    # at the price of holding on to freed memory (Dask reports it as unmanaged memory).
+    "memory kept": {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**32),
+                    "MALLOC_ARENA_MAX": "1"},
+}
+
+
+def _check_memory_settings(settings) -> dict:
+    if settings is None:
+        return None
+    unknown = sorted(set(settings) - set(MALLOC_VARIABLES)) if isinstance(settings, dict) else None
+    if unknown is None or unknown:
+        raise PredictLargeDataError(
+            f"memory settings must be a dict of {', '.join(MALLOC_VARIABLES)} (or one of "
+            f"MEMORY_SETTINGS: {', '.join(MEMORY_SETTINGS)}), got {settings!r}."
+        )
+    return {name: str(value) for name, value in settings.items()}
+
+
+@contextlib.contextmanager
+def process_environment(settings: dict | None):
+    """Within the block, ``os.environ`` has exactly ``settings`` of the malloc variables (the
+    others unset), so processes started inside inherit them; afterwards it is as it was.
+
+    Dask's nanny writes its workers' settings into the starting process's ``os.environ`` and
+    leaves them there: a process pool started later would silently inherit them. Start pools and
+    clusters inside this block to give each the settings you mean. ``None`` changes nothing.
+    """
+    settings = _check_memory_settings(settings)
+    saved = dict(os.environ)
+    try:
+        if settings is not None:
+            for name in MALLOC_VARIABLES:
+                os.environ.pop(name, None)
+            os.environ.update(settings)
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def start_process_pool(n_processes: int = 2, memory_settings: dict | None = None):
+    """A started ``ProcessPoolExecutor`` (spawned processes, warmed up so timing excludes start-up).
+
+    ``memory_settings``: malloc variables for its processes (see :data:`MEMORY_SETTINGS`).
+    """
+    with process_environment(memory_settings):
+        pool = concurrent.futures.ProcessPoolExecutor(
+            n_processes, mp_context=multiprocessing.get_context("spawn"))
+        # Processes start on first use: while the environment is still set.
+        list(pool.map(time.sleep, [0.2] * n_processes))
     return pool
+
+
+def start_local_cluster(n_workers: int = 2, memory_settings: dict | None = None):
+    """A client of a new local cluster whose workers start with ``memory_settings`` (malloc
+    variables, see :data:`MEMORY_SETTINGS`) in place of Dask's own; ``None``: Dask's own."""
+    from . import cluster
+
+    settings = _check_memory_settings(memory_settings)
+    if settings is None:
+        return cluster.get_client(n_workers=n_workers, local=True)
+    environ = {name: value for name, value
+               in dask.config.get("distributed.nanny.pre-spawn-environ").items()
+               if name not in MALLOC_VARIABLES}
+    with process_environment(settings), \
+            dask.config.set({"distributed.nanny.pre-spawn-environ": {**environ, **settings}}):
+        return cluster.get_client(n_workers=n_workers, local=True)
 
 
 def run_process_pool(pool, estimator, geometry, n_rows, chunk_rows, seed=0) -> float:
@@ -486,6 +598,36 @@ def plot_chunk_size_curve(points, title="Predict throughput against chunk size",
     ax.set_ylabel("million rows per second")
     ax.set_ylim(bottom=0)
     ax.set_title(title)
+    return ax
+
+
+def plot_throughput_by_settings(rates: dict, title="Throughput on 2 cores, by memory settings",
+                                methods: Sequence[str] | None = None, ax=None):
+    """Grouped bars of million rows/s: one group per memory setting, one bar per method.
+
+    ``rates``: {setting: {method: rows per second}}, as the benchmark's summary holds them; a
+    method missing from a setting leaves a gap. ``methods``: the bars' order (default: as found).
+    """
+    if ax is None:
+        figure, ax = plots.new_figure(width=9)
+    settings = list(rates)
+    if methods is None:
+        methods = list(dict.fromkeys(method for by_method in rates.values() for method in by_method))
+    width = 0.8 / len(methods)
+    for number, method in enumerate(methods):
+        points = [(index + (number - (len(methods) - 1) / 2) * width, rates[setting][method] / 1e6)
+                  for index, setting in enumerate(settings) if method in rates[setting]]
+        bars = ax.bar([x for x, _ in points], [value for _, value in points], width, label=method,
+                      color=plots.COLOURS[number % len(plots.COLOURS)])
+        for bar, (_, value) in zip(bars, points):
+            ax.annotate(f"{value:.0f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", xytext=(0, 2), textcoords="offset points",
+                        fontsize="x-small")
+    ax.set_xticks(range(len(settings)), settings)
+    ax.set_ylabel("million rows per second")
+    ax.set_ylim(0, 1.45 * max(rate for by_method in rates.values() for rate in by_method.values()) / 1e6)
+    ax.set_title(title)
+    ax.legend(fontsize="small", loc="upper center", ncol=3)
     return ax
 
 

@@ -177,3 +177,104 @@ def test_chunk_size_curve_points(client, model):
                                       min_rows=40_000, min_chunks=2)
     assert [point["n_chunks"] for point in points] == [8, 2]
     assert all(point["rows_per_second"] > 0 for point in points)
+
+
+def test_drawing_x_in_blocks_equals_the_whole_column_formula():
+    # More rows than one block, and a block boundary inside: X_k @ A_k + centroid_k for each row,
+    # computed here for all rows at once from the same random stream.
+    geometry = chapter.ClassificationGeometry.from_make_classification(
+        n_samples=500, n_features=6, n_informative=3, n_redundant=1, n_clusters_per_class=2,
+        random_state=4)
+    n_rows = chapter._BLOCK_ROWS * 2 + 123
+    seed = chapter.chunk_seed(11, 0)
+    clusters = geometry.sample_clusters(n_rows, seed)
+    X = geometry.sample_features(n_rows, seed, clusters)
+    rng = geometry._stream(seed, chapter._FEATURES)
+    informative = rng.standard_normal((geometry.n_informative, n_rows)).T
+    values = (np.einsum("ri,rij->rj", informative, geometry.covariance_factors[clusters])
+              + geometry.centroids[clusters])
+    destination = np.argsort(geometry.feature_order)
+    np.testing.assert_allclose(X[:, destination[:3]], values, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(X[:, destination[3]], values @ geometry.redundant_factor[:, 0],
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_clusters_are_drawn_once_per_chunk_and_shared_read_only():
+    geometry = chapter.training_geometry()
+    first = geometry.sample_clusters(1000, chapter.chunk_seed(3, 0))
+    again = geometry.sample_clusters(1000, chapter.chunk_seed(3, 0))
+    assert again is first and not first.flags.writeable
+    other = geometry.sample_clusters(1000, chapter.chunk_seed(3, 1))
+    assert other is not first and not np.array_equal(other, first)
+    fresh = geometry.sample_clusters(1000, chapter.chunk_seed(3, 0))
+    assert fresh is not first and np.array_equal(fresh, first)  # a new draw, the same values
+
+
+def test_process_environment_sets_exactly_the_settings_and_restores(monkeypatch):
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # as Dask's nanny leaves it
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    with chapter.process_environment({"MALLOC_ARENA_MAX": 1}):
+        assert chapter.os.environ.get("MALLOC_ARENA_MAX") == "1"
+        assert "MALLOC_TRIM_THRESHOLD_" not in chapter.os.environ
+    assert chapter.os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"
+    assert "MALLOC_ARENA_MAX" not in chapter.os.environ
+    with chapter.process_environment(None):
+        assert chapter.os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"
+
+
+@pytest.mark.parametrize("settings", [{"PATH": "/tmp"}, "memory kept", ["MALLOC_ARENA_MAX"]])
+def test_bad_memory_settings_raise(settings):
+    with pytest.raises(PredictLargeDataError, match="MEMORY_SETTINGS"):
+        with chapter.process_environment(settings):
+            pass
+
+
+def _malloc_environment():
+    import os
+    return {name: os.environ.get(name) for name in chapter.MALLOC_VARIABLES}
+
+
+def test_pool_and_workers_start_with_the_settings_given():
+    settings = chapter.MEMORY_SETTINGS["memory kept"]
+    expected = {name: settings.get(name) for name in chapter.MALLOC_VARIABLES}
+    before = _malloc_environment()
+    pool = chapter.start_process_pool(1, settings)
+    try:
+        assert pool.submit(_malloc_environment).result() == expected
+    finally:
+        pool.shutdown()
+    client = chapter.start_local_cluster(1, chapter.MEMORY_SETTINGS["glibc's default"])
+    try:
+        workers = client.run(_malloc_environment)
+    finally:
+        client.close()
+    assert list(workers.values()) == [{name: None for name in chapter.MALLOC_VARIABLES}]
+    assert _malloc_environment() == before  # the nanny's settings did not stay behind
+
+
+def test_throughput_figure_has_a_bar_per_setting_and_method():
+    rates = {setting: {"process pool (2)": 3e7, "dask pipeline (2 workers)": 2.7e7}
+             for setting in chapter.MEMORY_SETTINGS}
+    del rates["Dask's default"]["process pool (2)"]  # a gap, as in the benchmark
+    ax = chapter.plot_throughput_by_settings(rates)
+    assert len(ax.patches) == len(chapter.MEMORY_SETTINGS) * 2 - 1
+    assert [label.get_text() for label in ax.get_xticklabels()] == list(chapter.MEMORY_SETTINGS)
+
+
+def test_benchmark_diagnostic_skips_only_the_single_block_copy():
+    # The benchmark's "without the block copy" row patches Dask in the workers: check, in a
+    # process of its own, that it passes a lone block through and still joins several.
+    script = """
+import runpy, numpy as np, dask.array.core as core
+benchmark = runpy.run_path("benchmarks/predict_large_data.py", run_name="benchmark")
+block = np.ones((4, 2))
+assert core.concatenate_axes([block], [1]) is not block
+benchmark["skip_single_block_copy"]()
+benchmark["skip_single_block_copy"]()  # idempotent
+assert core.concatenate_axes([block], [1]) is block
+assert core.concatenate_axes([block, block], [1]).shape == (4, 4)
+"""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", script], cwd=root, check=True)
