@@ -77,16 +77,47 @@ def newsgroups_available_offline(data_home: str | os.PathLike | None = None) -> 
     return newsgroups_cache_path(data_home).is_file()
 
 
-def _safe_members(archive: tarfile.TarFile, destination: Path):
+def _safe_members(archive: tarfile.TarFile, destination: Path, error: type[Exception] = None):
     """The archive's members, refusing any that would be written outside ``destination``."""
     root = destination.resolve()
     for member in archive.getmembers():
         target = (root / member.name).resolve()
         if root not in target.parents and target != root:
-            raise DataError(f"Refusing archive member {member.name!r}: it points outside the archive.")
+            raise (error or DataError)(
+                f"Refusing archive member {member.name!r}: it points outside the archive.")
         if not (member.isfile() or member.isdir()):
             continue
         yield member
+
+
+def extract_newsgroups_archive(archive: str | os.PathLike, destination: str | os.PathLike,
+                               error: type[Exception] = None) -> Path:
+    """Extract a ``20news-bydate.tar.gz`` into ``destination`` and return the folder, which then
+    holds ``20news-bydate-train/`` and ``20news-bydate-test/`` (one file per post).
+
+    Members that would land outside ``destination`` are refused. ``error``: the exception class
+    raised, with a message naming the problem and the fix (default :class:`DataError`).
+    """
+    error = error or DataError
+    archive, destination = Path(archive), Path(destination)
+    try:
+        with tarfile.open(archive, "r:gz") as opened:
+            opened.extractall(destination, members=_safe_members(opened, destination, error),
+                              filter="data")
+    except (tarfile.TarError, EOFError, OSError, ValueError) as problem:
+        if isinstance(problem, error):
+            raise
+        raise error(
+            f"Cannot read {archive} as a .tar.gz archive ({problem}). It is probably truncated "
+            "or not the 20news-bydate archive: download or copy it again."
+        ) from None
+    for folder in NEWSGROUPS_SUBSETS.values():
+        if not (destination / folder).is_dir():
+            raise error(
+                f"Wrong archive: {archive} has no {folder}/ folder. Use the original "
+                "20news-bydate.tar.gz, which holds 20news-bydate-train/ and 20news-bydate-test/."
+            )
+    return destination
 
 
 def _check_subset(name: str, bunch) -> None:
@@ -126,23 +157,10 @@ def import_newsgroups_archive(archive: str | os.PathLike,
 
     with tempfile.TemporaryDirectory(dir=cache_path.parent, prefix=SCRATCH_PREFIX) as scratch:
         scratch = Path(scratch)
-        try:
-            with tarfile.open(archive, "r:gz") as opened:
-                opened.extractall(scratch, members=_safe_members(opened, scratch), filter="data")
-        except (tarfile.TarError, EOFError, OSError, ValueError) as error:
-            raise DataError(
-                f"Cannot read {archive} as a .tar.gz archive ({error}). It is probably truncated "
-                "or not the 20news-bydate archive: download or copy it again."
-            ) from None
+        extract_newsgroups_archive(archive, scratch)
         subsets = {}
         for name, folder in NEWSGROUPS_SUBSETS.items():
-            folder_path = scratch / folder
-            if not folder_path.is_dir():
-                raise DataError(
-                    f"Wrong archive: {archive} has no {folder}/ folder. Use the original "
-                    "20news-bydate.tar.gz, which holds 20news-bydate-train/ and 20news-bydate-test/."
-                )
-            subsets[name] = load_files(folder_path, encoding="latin1")
+            subsets[name] = load_files(scratch / folder, encoding="latin1")
             _check_subset(name, subsets[name])
         compressed = codecs.encode(pickle.dumps(subsets), "zlib_codec")
         partial = scratch / (NEWSGROUPS_CACHE_NAME + ".partial")

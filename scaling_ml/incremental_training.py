@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import os
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from . import data, plots
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NEWSGROUPS_ARCHIVE_ENV = "NEWSGROUPS_ARCHIVE"
 DEFAULT_NEWSGROUPS_ARCHIVE = "../shared/data/20news-bydate.tar.gz"  # relative to the repo root
-NEWSGROUPS_FOLDERS = {"train": "20news-bydate-train", "test": "20news-bydate-test"}
+NEWSGROUPS_FOLDERS = data.NEWSGROUPS_SUBSETS
 
 
 class IncrementalTrainingError(ValueError):
@@ -161,19 +160,7 @@ def extract_newsgroups(archive: str | os.PathLike | None = None,
             f"{DEFAULT_NEWSGROUPS_ARCHIVE} relative to the repository."
         )
     scratch.mkdir(parents=True, exist_ok=True)
-    try:
-        with tarfile.open(archive, "r:gz") as opened:
-            opened.extractall(scratch, filter="data")
-    except (tarfile.TarError, EOFError, OSError) as error:
-        raise IncrementalTrainingError(
-            f"Cannot extract {archive} ({error}): it is truncated or not a .tar.gz archive. "
-            "Copy or download 20news-bydate.tar.gz again."
-        ) from None
-    for folder in NEWSGROUPS_FOLDERS.values():
-        if not (scratch / folder).is_dir():
-            raise IncrementalTrainingError(
-                f"{archive} has no {folder}/ folder: use the original 20news-bydate.tar.gz."
-            )
+    data.extract_newsgroups_archive(archive, scratch, IncrementalTrainingError)
     done.write_text("ok\n")
     return scratch
 

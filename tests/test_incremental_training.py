@@ -100,6 +100,21 @@ def test_missing_archive_is_a_clear_error(tmp_path, monkeypatch):
         it.extract_newsgroups(scratch_dir=tmp_path / "scratch")
 
 
+def test_bad_archives_raise_this_chapters_error_and_mark_nothing_extracted(tmp_path):
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(_tiny_archive(tmp_path).read_bytes()[:100])
+    with pytest.raises(it.IncrementalTrainingError, match="truncated"):
+        it.extract_newsgroups(truncated, scratch_dir=tmp_path / "scratch")
+    escaping = tmp_path / "escaping.tar.gz"
+    (tmp_path / "post").write_text("a post\n")
+    with tarfile.open(escaping, "w:gz") as tar:
+        tar.add(tmp_path / "post", arcname="../outside")
+    with pytest.raises(it.IncrementalTrainingError, match="outside the archive"):
+        it.extract_newsgroups(escaping, scratch_dir=tmp_path / "scratch")
+    assert not (tmp_path / "outside").exists()
+    assert not (tmp_path / "scratch" / ".extracted").exists()  # the next call tries again
+
+
 def test_relative_archive_path_is_relative_to_the_repository(monkeypatch):
     monkeypatch.delenv(it.NEWSGROUPS_ARCHIVE_ENV, raising=False)
     expected = (it.PROJECT_ROOT / it.DEFAULT_NEWSGROUPS_ARCHIVE).resolve()
