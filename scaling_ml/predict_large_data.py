@@ -425,9 +425,10 @@ def run_plain_loop(estimator, geometry, n_rows, chunk_rows, seed=0) -> float:
 # (``distributed.nanny.pre-spawn-environ``) so that freed memory goes back to the OS at once.
 MALLOC_VARIABLES = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX")
 # Process memory settings the benchmark compares, each given to the pool and the workers alike.
+DASK_DEFAULT_SETTINGS = "Dask's default"
 MEMORY_SETTINGS = {
     # What Dask's workers get by default: every free of more than 64 KiB returns memory to the OS.
-    "Dask's default": {"MALLOC_TRIM_THRESHOLD_": "65536"},
+    DASK_DEFAULT_SETTINGS: {"MALLOC_TRIM_THRESHOLD_": "65536"},
     # Nothing set: what a plain Python process gets.
     "glibc's default": {},
     # Arrays up to 1 GiB come from memory the process keeps and reuses: no page faults per chunk,
@@ -437,7 +438,7 @@ MEMORY_SETTINGS = {
 }
 
 
-def _check_memory_settings(settings) -> dict:
+def _check_memory_settings(settings) -> dict | None:
     if settings is None:
         return None
     unknown = sorted(set(settings) - set(MALLOC_VARIABLES)) if isinstance(settings, dict) else None
