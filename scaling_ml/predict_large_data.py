@@ -16,6 +16,7 @@ import concurrent.futures
 import contextlib
 import multiprocessing
 import os
+import textwrap
 import threading
 import time
 from dataclasses import dataclass, field
@@ -438,6 +439,21 @@ MEMORY_SETTINGS = {
 }
 
 
+# Dask's scheduling defaults protect graphs that hold chunks in memory; for a stream of
+# independent chunks, each reduced to a few numbers on its worker, two of them cost throughput on
+# a small machine (the benchmark measures both ways):
+THROUGHPUT_SCHEDULING = {
+    # Queuing (a saturation of 1.1) sends a worker its next chunk only once the scheduler has
+    # heard that it is ready for one, a round trip in which the worker's core can sit idle;
+    # inf sends every chunk at once. Safe here because a chunk's result is a few numbers: with
+    # results as big as the chunks, queuing is what keeps the workers' memory in check.
+    "distributed.scheduler.worker-saturation": float("inf"),
+    # Each worker samples its threads' stacks for the dashboard's Profile page, every
+    # distributed.worker.profile.interval, taking Python's lock from the computing thread.
+    "distributed.worker.profile.enabled": False,
+}
+
+
 def _check_memory_settings(settings) -> dict | None:
     if settings is None:
         return None
@@ -485,19 +501,30 @@ def start_process_pool(n_processes: int = 2, memory_settings: dict | None = None
     return pool
 
 
-def start_local_cluster(n_workers: int = 2, memory_settings: dict | None = None):
+def start_local_cluster(n_workers: int = 2, memory_settings: dict | None = None,
+                        dask_config: dict | None = None):
     """A client of a new local cluster whose workers start with ``memory_settings`` (malloc
-    variables, see :data:`MEMORY_SETTINGS`) in place of Dask's own; ``None``: Dask's own."""
+    variables, see :data:`MEMORY_SETTINGS`) in place of Dask's own; ``None``: Dask's own.
+
+    ``dask_config``: Dask configuration for the cluster's scheduler and workers while they start,
+    e.g. :data:`THROUGHPUT_SCHEDULING`; it does not stay set in this process.
+    """
     from . import cluster
 
     settings = _check_memory_settings(memory_settings)
-    if settings is None:
-        return cluster.get_client(n_workers=n_workers, local=True)
-    environ = {name: value for name, value
-               in dask.config.get("distributed.nanny.pre-spawn-environ").items()
-               if name not in MALLOC_VARIABLES}
-    with process_environment(settings), \
-            dask.config.set({"distributed.nanny.pre-spawn-environ": {**environ, **settings}}):
+    if dask_config is not None and not (isinstance(dask_config, dict)
+                                        and all(isinstance(key, str) for key in dask_config)):
+        raise PredictLargeDataError(
+            "dask_config must be a dict of Dask configuration keys, such as "
+            f"chapter.THROUGHPUT_SCHEDULING, got {dask_config!r}."
+        )
+    config = dict(dask_config or {})
+    if settings is not None:
+        environ = {name: value for name, value
+                   in dask.config.get("distributed.nanny.pre-spawn-environ").items()
+                   if name not in MALLOC_VARIABLES}
+        config["distributed.nanny.pre-spawn-environ"] = {**environ, **settings}
+    with process_environment(settings), dask.config.set(config):
         return cluster.get_client(n_workers=n_workers, local=True)
 
 
@@ -602,7 +629,7 @@ def plot_chunk_size_curve(points, title="Predict throughput against chunk size",
     return ax
 
 
-def plot_throughput_by_settings(rates: dict, title="Throughput on 2 cores, by memory settings",
+def plot_throughput_by_settings(rates: dict, title="Throughput on 2 cores, by process and cluster settings",
                                 methods: Sequence[str] | None = None, ax=None):
     """Grouped bars of million rows/s: one group per memory setting, one bar per method.
 
@@ -624,7 +651,8 @@ def plot_throughput_by_settings(rates: dict, title="Throughput on 2 cores, by me
             ax.annotate(f"{value:.0f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                         ha="center", va="bottom", xytext=(0, 2), textcoords="offset points",
                         fontsize="x-small")
-    ax.set_xticks(range(len(settings)), settings)
+    # Long names on two lines, so that neighbouring groups' labels do not run into each other.
+    ax.set_xticks(range(len(settings)), [textwrap.fill(setting, 20) for setting in settings])
     ax.set_ylabel("million rows per second")
     ax.set_ylim(0, 1.45 * max(rate for by_method in rates.values() for rate in by_method.values()) / 1e6)
     ax.set_title(title)

@@ -254,6 +254,39 @@ def test_pool_and_workers_start_with_the_settings_given(monkeypatch):
     assert _malloc_environment() == before  # the nanny's settings did not stay behind
 
 
+def _worker_profiles():
+    import dask
+    return dask.config.get("distributed.worker.profile.enabled")
+
+
+def test_cluster_starts_with_the_dask_config_given_and_leaves_no_config_behind():
+    import dask
+
+    saturation = dask.config.get("distributed.scheduler.worker-saturation")
+    client = chapter.start_local_cluster(1, chapter.MEMORY_SETTINGS["memory kept"],
+                                         chapter.THROUGHPUT_SCHEDULING)
+    try:
+        assert list(client.run(_worker_profiles).values()) == [False]
+        assert client.run_on_scheduler(
+            lambda dask_scheduler: dask_scheduler.WORKER_SATURATION) == float("inf")
+        # Arrays still compute the same on such a cluster.
+        geometry = chapter.training_geometry()
+        X, y = chapter.make_lazy_classification(geometry, 30_000, 10_000)
+        expected = sum(int(chapter.generate_chunk(geometry, 10_000, 0, index)[1].sum())
+                       for index in range(3))
+        assert int(y.sum().compute()) == expected
+    finally:
+        client.close()
+    assert dask.config.get("distributed.scheduler.worker-saturation") == saturation
+    assert dask.config.get("distributed.worker.profile.enabled") is True
+
+
+@pytest.mark.parametrize("dask_config", ["throughput", {1: True}, [("a", 1)]])
+def test_bad_dask_config_raises(dask_config):
+    with pytest.raises(PredictLargeDataError, match="THROUGHPUT_SCHEDULING"):
+        chapter.start_local_cluster(1, None, dask_config)
+
+
 def test_throughput_figure_has_a_bar_per_setting_and_method():
     rates = {setting: {"process pool (2)": 3e7, "dask pipeline (2 workers)": 2.7e7}
              for setting in chapter.MEMORY_SETTINGS}
