@@ -77,7 +77,8 @@ def newsgroups_available_offline(data_home: str | os.PathLike | None = None) -> 
     return newsgroups_cache_path(data_home).is_file()
 
 
-def _safe_members(archive: tarfile.TarFile, destination: Path, error: type[Exception] = None):
+def _safe_members(archive: tarfile.TarFile, destination: Path,
+                  error: type[Exception] | None = None):
     """The archive's members, refusing any that would be written outside ``destination``."""
     root = destination.resolve()
     for member in archive.getmembers():
@@ -91,7 +92,7 @@ def _safe_members(archive: tarfile.TarFile, destination: Path, error: type[Excep
 
 
 def extract_newsgroups_archive(archive: str | os.PathLike, destination: str | os.PathLike,
-                               error: type[Exception] = None) -> Path:
+                               error: type[Exception] | None = None) -> Path:
     """Extract a ``20news-bydate.tar.gz`` into ``destination`` and return the folder, which then
     holds ``20news-bydate-train/`` and ``20news-bydate-test/`` (one file per post).
 

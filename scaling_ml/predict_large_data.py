@@ -631,7 +631,8 @@ def plot_chunk_size_curve(points, title="Predict throughput against chunk size",
 
 def plot_throughput_by_settings(rates: dict, title="Throughput on 2 cores, by process and cluster settings",
                                 methods: Sequence[str] | None = None, ax=None):
-    """Grouped bars of million rows/s: one group per memory setting, one bar per method.
+    """Grouped bars of million rows/s: one group per setting (a column of the benchmark's
+    table), one bar per method.
 
     ``rates``: {setting: {method: rows per second}}, as the benchmark's summary holds them; a
     method missing from a setting leaves a gap. ``methods``: the bars' order (default: as found).

@@ -263,6 +263,7 @@ def test_cluster_starts_with_the_dask_config_given_and_leaves_no_config_behind()
     import dask
 
     saturation = dask.config.get("distributed.scheduler.worker-saturation")
+    profiling = dask.config.get("distributed.worker.profile.enabled")
     client = chapter.start_local_cluster(1, chapter.MEMORY_SETTINGS["memory kept"],
                                          chapter.THROUGHPUT_SCHEDULING)
     try:
@@ -278,7 +279,7 @@ def test_cluster_starts_with_the_dask_config_given_and_leaves_no_config_behind()
     finally:
         client.close()
     assert dask.config.get("distributed.scheduler.worker-saturation") == saturation
-    assert dask.config.get("distributed.worker.profile.enabled") is True
+    assert dask.config.get("distributed.worker.profile.enabled") == profiling
 
 
 @pytest.mark.parametrize("dask_config", ["throughput", {1: True}, [("a", 1)]])
