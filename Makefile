@@ -9,6 +9,8 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 # A copy of the original 20news-bydate.tar.gz for offline use; without it the data step downloads.
 NEWSGROUPS_ARCHIVE ?= ../shared/data/20news-bydate.tar.gz
+# The tests of the offline import read the same archive (tests/conftest.py).
+export NEWSGROUPS_ARCHIVE
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 CELL_TIMEOUT := 900
 NBVAL := --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=$(CELL_TIMEOUT)
