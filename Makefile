@@ -11,7 +11,10 @@ PY := $(BIN)/python
 NEWSGROUPS_ARCHIVE ?= ../shared/data/20news-bydate.tar.gz
 # The tests of the offline import read the same archive (tests/conftest.py).
 export NEWSGROUPS_ARCHIVE
-NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)) $(sort $(wildcard notebooks/appendix_*.ipynb))
+# Marks every process a run starts (kernels, Dask workers inherit it): see check-processes.
+BOOK_RUN_ID ?= $(shell date +%s%N)-$(shell echo $$PPID)
+export BOOK_RUN_ID
 CELL_TIMEOUT := 900
 NBVAL := --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=$(CELL_TIMEOUT)
 
@@ -55,6 +58,7 @@ render: env
 	  status=$$?; rm -f _build_config_render.yml; exit $$status
 
 test: data render
+	$(BIN)/ruff check .
 	$(BIN)/pytest tests notebooks $(NBVAL)
 	@$(MAKE) --no-print-directory check-processes
 
@@ -64,6 +68,7 @@ notebooks: data
 	  $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=$(CELL_TIMEOUT) "$$notebook"; \
 	done
+	$(PY) -m scaling_ml.status --stamp-notebooks $(NB)
 	@$(MAKE) --no-print-directory check-processes
 
 bench: data
@@ -83,10 +88,10 @@ lab: data
 test-latest:
 	bash scripts/test_latest.sh
 
-# No dask scheduler, worker or Jupyter kernel may outlive a build or a test run.
+# No dask scheduler, worker or Jupyter kernel that this run started may outlive it. Only processes
+# carrying this run's BOOK_RUN_ID are checked: a learner's own JupyterLab and its kernels are not.
 check-processes:
-	@sleep 2; leftover=$$(pgrep -af 'dask (scheduler|worker)|distributed.cli|ipykernel_launcher|multiprocessing.spawn' | grep -v pgrep || true); \
-	if [ -n "$$leftover" ]; then echo "processes left running:"; echo "$$leftover"; exit 1; fi
+	@$(PY) tests/leftover_processes.py
 
 clean:
 	rm -rf _build $(VENV) .pytest_cache

@@ -20,7 +20,6 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
 from dask.utils import parse_bytes
 from dask_ml.linear_model import LogisticRegression
 from dask_ml.preprocessing import Categorizer, DummyEncoder, StandardScaler

@@ -33,7 +33,7 @@ def case6_shipping(client, n_samples, repeats):
     alphas = np.logspace(-5, -1, 16).tolist()
     runs = []
     for variant, options in [("shipped with every task", {}), ("scattered once", {"scatter": [data]})]:
-        def run():
+        def run(options=options):
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Sending large graph")  # the symptom, expected
                 with joblib.parallel_config(backend="dask", **options):
@@ -55,7 +55,8 @@ def case7_chunks(client, n_rows, row_chunks, repeats):
         X_dask = da.random.default_rng(0).standard_normal((n_rows, 20), chunks=(rows, 20)).persist()
         predictions = X_dask.map_blocks(model.predict, drop_axis=1, dtype=y.dtype)
         predictions.sum().compute()  # warm-up
-        seconds = measure.time_repeats(lambda: predictions.sum().compute(), repeats)
+        seconds = measure.time_repeats(lambda predictions=predictions: predictions.sum().compute(),
+                                       repeats)
         runs.append({"case": "7", "rows_per_chunk": rows, "tasks": X_dask.npartitions,
                      "seconds": measure.median(seconds), "repeats": seconds})
         del X_dask

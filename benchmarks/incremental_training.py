@@ -19,7 +19,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 from dask_ml.model_selection import HyperbandSearchCV, IncrementalSearchCV
 from dask_ml.wrappers import Incremental
 from scipy.stats import loguniform, uniform

@@ -17,8 +17,10 @@ from pathlib import Path
 from . import cluster, data, measure
 
 REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements.txt"
-# Packages that must be identical on the client and every worker for pickled estimators to load.
-WORKER_PACKAGES = ("scikit-learn", "dask-ml", "dask", "distributed", "numpy", "pandas")
+# Packages that must be identical on the client and every worker for pickled estimators to load,
+# by the name each is imported with (what distributed's version report uses).
+WORKER_PACKAGES = {"scikit-learn": "sklearn", "dask-ml": "dask_ml", "dask": "dask",
+                   "distributed": "distributed", "numpy": "numpy", "pandas": "pandas"}
 MINIMUM_PYTHON = (3, 10)
 MINIMUM_FREE_MEMORY_GIB = 2.0
 
@@ -61,7 +63,7 @@ def check_python(version_info=sys.version_info) -> CheckResult:
 
 
 def check_pins(pins: dict[str, str], installed=None) -> list[CheckResult]:
-    installed = installed or _installed_version
+    installed = installed or installed_version
     results = []
     for package, wanted in sorted(pins.items()):
         found = installed(package)
@@ -73,7 +75,8 @@ def check_pins(pins: dict[str, str], installed=None) -> list[CheckResult]:
     return results
 
 
-def _installed_version(package: str) -> str | None:
+def installed_version(package: str) -> str | None:
+    """The installed version of a distribution (``scikit-learn``), or None."""
     return measure.versions([package])[package]
 
 
@@ -138,18 +141,24 @@ def check_dashboard(link: str, timeout: float = 10) -> CheckResult:
 
 
 def check_worker_packages(client, packages=WORKER_PACKAGES) -> list[CheckResult]:
-    """Compare package versions on every worker with the client's (beyond distributed's own check)."""
-    on_client = measure.versions(packages)
-    on_workers = client.run(measure.versions, packages)
+    """Compare package versions on every worker with the client's (beyond distributed's own check).
+
+    Uses distributed's own version report (``client.get_versions``), which needs nothing of this
+    book's package on the workers.
+    """
+    report = client.get_versions(packages=list(packages.values()))
+    on_client = report["client"]["packages"]
+    on_workers = {worker: info["packages"] for worker, info in report["workers"].items()}
     results = []
-    for package in packages:
-        differing = {worker: versions[package] for worker, versions in on_workers.items()
-                     if versions[package] != on_client[package]}
-        detail = (f"{on_client[package]} on the client and all {len(on_workers)} workers"
+    for package, module in packages.items():
+        differing = {worker: found.get(module) for worker, found in on_workers.items()
+                     if found.get(module) != on_client.get(module)}
+        detail = (f"{on_client.get(module)} on the client and all {len(on_workers)} workers"
                   if not differing else
-                  f"client {on_client[package]}, workers " + ", ".join(sorted(set(map(str, differing.values())))))
+                  f"client {on_client.get(module)}, workers "
+                  + ", ".join(sorted(set(map(str, differing.values())))))
         results.append(CheckResult(
-            f"workers have {package}", not differing and on_client[package] is not None, detail,
+            f"workers have {package}", not differing and on_client.get(module) is not None, detail,
             "install the same requirements.txt in the workers' environment as in the client's"))
     return results
 

@@ -1,17 +1,29 @@
-"""Get a Dask client: a LocalCluster on 127.0.0.1, or the scheduler the reader configured.
+"""Chapter 0's set-up cell as one function, for the later chapters: ``client = get_client()``.
 
-Every notebook starts with ``client = cluster.get_client()`` (or ``with cluster.get_client() as
-client:``) and ends with ``client.close()``. The same code path serves three set-ups:
+Chapter 0 writes the cluster out in full, and this is exactly that code::
 
-* nothing configured: a LocalCluster sized for this machine, scheduler, workers and dashboard
-  all listening on 127.0.0.1 only;
-* ``DASK_SCHEDULER_ADDRESS`` (or ``scheduler-address`` in a dask config file) set: connect to that
-  existing scheduler, for example one started with ``dask scheduler`` / ``dask worker``;
-* an explicit ``address=`` (for example ``SLURMCluster(...).scheduler_address``).
+    scheduler_address = dask.config.get("scheduler-address", None)  # DASK_SCHEDULER_ADDRESS
+    if scheduler_address:                 # an existing cluster (chapter 5)
+        client = Client(scheduler_address)
+    else:                                 # a cluster on this machine
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
+                               dashboard_address="127.0.0.1:8787")
+        client = Client(cluster)
+
+plus what a learner should not have to type:
+
+* a check that the address really is a Dask scheduler, which fails within ``timeout`` with an
+  error naming the likely mix-up (plain ``Client`` waits for minutes when pointed at the
+  dashboard's port, 8787, instead of the scheduler's, 8786);
+* the dashboard on 8787 when that port is free, else on any free port (no warning in the cell);
+* behind JupyterHub or Binder, a dashboard link that goes through the hub's proxy;
+* the LocalCluster is started as ``Client(n_workers=..., ...)``, which makes the client own it:
+  ``client.close()`` stops the scheduler and the workers too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -23,6 +35,11 @@ from distributed.comm import parse_address
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_DASHBOARD_PORT = 8787
+DEFAULT_N_WORKERS = 2
+# distributed's own default of distributed.dashboard.link.
+DISTRIBUTED_DASHBOARD_LINK = "{scheme}://{host}:{port}/status"
+# Behind JupyterHub (Binder is one) the dashboard is reached through jupyter-server-proxy.
+HUB_DASHBOARD_LINK = "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"
 
 
 class ClusterError(RuntimeError):
@@ -31,8 +48,15 @@ class ClusterError(RuntimeError):
 
 def configured_scheduler_address() -> str | None:
     """The scheduler address the reader configured (``DASK_SCHEDULER_ADDRESS`` or dask config)."""
-    address = dask.config.get("scheduler-address", None)
-    return address or None
+    return dask.config.get("scheduler-address", None) or None
+
+
+def dashboard_link_template(environ=os.environ) -> str:
+    """The dashboard link to use: the hub's proxy under JupyterHub, else what is configured."""
+    configured = dask.config.get("distributed.dashboard.link", DISTRIBUTED_DASHBOARD_LINK)
+    if environ.get("JUPYTERHUB_SERVICE_PREFIX") and configured == DISTRIBUTED_DASHBOARD_LINK:
+        return HUB_DASHBOARD_LINK
+    return configured
 
 
 def _port_is_free(port: int, host: str = LOOPBACK) -> bool:
@@ -46,7 +70,7 @@ def _port_is_free(port: int, host: str = LOOPBACK) -> bool:
     return True
 
 
-def _check_address(address: str) -> str:
+def check_address(address: str) -> str:
     """Return a normalised ``tcp://host:port`` address or raise ClusterError saying what is wrong."""
     if not isinstance(address, str) or not address.strip():
         raise ClusterError(
@@ -58,16 +82,10 @@ def _check_address(address: str) -> str:
         address = "tcp://" + address
     try:
         scheme, location = parse_address(address)
-    except ValueError as error:
-        raise ClusterError(
-            f"Bad scheduler address {address!r} ({error}): give it as 'tcp://HOST:PORT'."
-        ) from None
-    parsed = urlparse(f"{scheme}://{location}")
-    try:
-        port = parsed.port
+        port = urlparse(f"{scheme}://{location}").port
     except ValueError:
-        port = None
-    if scheme not in ("tcp", "tls", "inproc", "ucx", "ws", "wss") or not parsed.hostname or not port:
+        scheme, location, port = None, None, None
+    if scheme not in ("tcp", "tls") or not urlparse(f"{scheme}://{location}").hostname or not port:
         raise ClusterError(
             f"Bad scheduler address {address!r}: expected 'tcp://HOST:PORT' with a numeric port, "
             "for example 'tcp://127.0.0.1:8786' (the address `dask scheduler` prints at start). "
@@ -76,60 +94,82 @@ def _check_address(address: str) -> str:
     return address
 
 
-def local_cluster_options(n_workers: int | None = None, threads_per_worker: int = 1,
+def probe_scheduler(address: str, timeout: float = 10) -> None:
+    """Raise ClusterError unless a Dask scheduler answers at ``address`` within ``timeout`` s.
+
+    A Dask server sends its handshake as soon as a connection opens; a web server (the
+    dashboard, a Jupyter server) sends nothing until it gets a request. So a silent port is
+    most likely the dashboard's (8787) given where the scheduler's (8786) was meant.
+    """
+    address = check_address(address)
+    if not address.startswith("tcp://"):
+        return  # TLS needs the certificates: distributed's own handshake checks it
+    parsed = urlparse(address)
+    host, port = parsed.hostname, parsed.port
+    fix = ("Start one (`dask scheduler`, then `dask worker ADDRESS`), check the address and that "
+           "its port is reachable from here, or unset DASK_SCHEDULER_ADDRESS to start a local "
+           "cluster instead.")
+    try:
+        connection = socket.create_connection((host, port), timeout=timeout)
+    except OSError as error:
+        raise ClusterError(f"No Dask scheduler at {address} ({error}). {fix}") from None
+    with connection:
+        connection.settimeout(timeout)
+        try:
+            first_bytes = connection.recv(16)
+        except (socket.timeout, OSError):
+            first_bytes = None
+    if not first_bytes or first_bytes.startswith(b"HTTP"):
+        raise ClusterError(
+            f"Something listens at {address}, but it is not a Dask scheduler: it did not answer "
+            f"Dask's handshake within {timeout:g} s. Is it the dashboard's port (8787 by default) "
+            "or a web server? The scheduler's address is the tcp:// one `dask scheduler` prints "
+            "(port 8786 by default); the dashboard's http:// link is for your browser only."
+        )
+
+
+def local_cluster_options(n_workers: int = DEFAULT_N_WORKERS, threads_per_worker: int = 1,
                           memory_limit: str | int | None = "auto", **options) -> dict:
     """Keyword arguments for a LocalCluster that listens on 127.0.0.1 only.
 
-    One single-threaded worker process per core by default: scikit-learn estimators hold the GIL
-    in much of their Python code, so processes, not threads, give real parallelism.
+    One single-threaded worker process per core: scikit-learn estimators hold Python's GIL in
+    much of their code, so processes, not threads, give real parallelism.
     """
-    if n_workers is None:
-        n_workers = max(1, os.cpu_count() or 1)
-    if not isinstance(n_workers, int) or n_workers < 1:
-        raise ClusterError(f"n_workers must be a whole number >= 1, got {n_workers!r}.")
-    if not isinstance(threads_per_worker, int) or threads_per_worker < 1:
-        raise ClusterError(
-            f"threads_per_worker must be a whole number >= 1, got {threads_per_worker!r}."
-        )
-    # distributed's default dashboard listens on 0.0.0.0:8787 (every interface); bind it to
-    # loopback, on 8787 when free so that the link readers know works, else on any free port.
+    from . import require_positive_int
+
+    require_positive_int("n_workers", n_workers, ClusterError)
+    require_positive_int("threads_per_worker", threads_per_worker, ClusterError)
     dashboard_port = DEFAULT_DASHBOARD_PORT if _port_is_free(DEFAULT_DASHBOARD_PORT) else 0
-    # Keep the scheduler's, nannies' and workers' log lines out of notebook cells: they arrive at
-    # random moments (distributed 2025.1.0 logs a heartbeat error when a cluster shuts down), while
-    # a failing task still raises its error in the notebook. Pass silence_logs=logging.WARNING
-    # to see them.
+    # Keep the scheduler's, nannies' and workers' log lines out of notebook cells: they arrive
+    # at random moments (distributed 2025.1.0 logs a heartbeat error when a cluster shuts down),
+    # while a failing task still raises its error in the notebook. Chapter 6 reads them on purpose
+    # with client.get_worker_logs(); pass silence_logs=logging.WARNING to see them as they come.
     options.setdefault("silence_logs", logging.CRITICAL)
-    return dict(
-        n_workers=n_workers,
-        threads_per_worker=threads_per_worker,
-        processes=True,
-        memory_limit=memory_limit,
-        host=LOOPBACK,
-        dashboard_address=f"{LOOPBACK}:{dashboard_port}",
-        **options,
-    )
+    return dict(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
+                memory_limit=memory_limit, host=LOOPBACK,
+                dashboard_address=f"{LOOPBACK}:{dashboard_port}", **options)
 
 
 def get_client(address: str | None = None, timeout: float = 10, local: bool = False,
                **local_options) -> Client:
-    """Return a connected ``distributed.Client``.
+    """Return a connected ``distributed.Client``: chapter 0's set-up cell (see the module).
 
     address: a scheduler to connect to; defaults to ``DASK_SCHEDULER_ADDRESS`` / dask config.
         Without one, a LocalCluster is started (``local_options`` go to it, see
-        :func:`local_cluster_options`) and closing the client also closes that cluster.
+        :func:`local_cluster_options`), and closing the client also closes that cluster.
     timeout: seconds to wait for an existing scheduler before giving up with a clear error.
     local: start a LocalCluster even when a scheduler is configured; for demonstrations that need
-        a cluster of a particular shape (say, one worker with a small memory limit) wherever they run.
-
-    Use it as ``client = get_client()`` ... ``client.close()``, or as a context manager.
+        a cluster of a particular shape (one worker with a small memory limit) wherever they run.
     """
     if local and address:
         raise ClusterError("Give either an address or local=True, not both.")
     address = None if local else address or configured_scheduler_address()
+    # Client.dashboard_link reads this setting each time it is asked, so it stays set (as the
+    # binder/start script sets it for the whole session through DASK_DISTRIBUTED__DASHBOARD__LINK).
+    dask.config.set({"distributed.dashboard.link": dashboard_link_template()})
     if address is None:
-        # A Client given cluster options (no address) owns the LocalCluster it starts:
-        # client.close() shuts the scheduler and worker processes down too. The configured
-        # address is cleared while it starts, or Client would connect there instead (local=True).
+        # The configured address is cleared while the cluster starts, or Client would connect
+        # there instead (local=True).
         with dask.config.set({"scheduler-address": None}):
             return Client(**local_cluster_options(**local_options))
     if local_options:
@@ -138,30 +178,52 @@ def get_client(address: str | None = None, timeout: float = 10, local: bool = Fa
             f"address is set ({address!r}): size that cluster where it is started, or unset "
             "DASK_SCHEDULER_ADDRESS."
         )
-    address = _check_address(address)
+    probe_scheduler(address, timeout)
     try:
-        return Client(address, timeout=timeout)
+        return Client(check_address(address), timeout=timeout)
     except (OSError, TimeoutError) as error:
         raise ClusterError(
-            f"Could not reach a Dask scheduler at {address} within {timeout} s ({error}). "
-            "Start one (`dask scheduler` and `dask worker ADDRESS`), check the address and that "
-            "its port is reachable from here, or unset DASK_SCHEDULER_ADDRESS to start a local "
-            "cluster instead."
+            f"Could not connect to the Dask scheduler at {address} within {timeout} s ({error}). "
+            "Check that its workers and this notebook run the same versions of dask and "
+            "distributed (`python -m scaling_ml.check`)."
         ) from None
 
 
-def dashboard_link(client: Client) -> str:
-    """The dashboard URL of the client's cluster (open it beside the notebook)."""
-    return client.dashboard_link
-
-
-def worker_count(client: Client) -> int:
-    return len(client.scheduler_info()["workers"])
-
-
 def describe(client: Client) -> str:
-    """One line a notebook can print: workers, threads and memory, without addresses."""
+    """One line a notebook can print: how many workers and threads, without addresses."""
     workers = client.scheduler_info()["workers"].values()
     threads = sum(worker["nthreads"] for worker in workers)
-    memory_gib = sum(worker["memory_limit"] for worker in workers) / 2**30
-    return f"{len(workers)} workers, {threads} threads, {memory_gib:.1f} GiB memory limit in total"
+    return f"{len(workers)} workers, {threads} threads"
+
+
+@contextlib.contextmanager
+def captured_logs(*logger_names: str, level: int = logging.WARNING):
+    """Collect this process's log records of ``logger_names`` in a list instead of printing them.
+
+    ``with captured_logs("distributed.nanny") as records: ...``. The scheduler and the nannies of
+    a LocalCluster run in the notebook's own process, so their warnings would otherwise land in
+    whatever cell runs when they happen. Loggers silenced by ``silence_logs`` are opened up to
+    ``level`` inside the block and restored afterwards.
+    """
+    names = logger_names or ("distributed",)
+    records: list[logging.LogRecord] = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = _Keep(level=level)
+    saved = []
+    for name in names:
+        logger = logging.getLogger(name)
+        saved.append((logger, list(logger.handlers), logger.propagate, logger.level))
+        logger.handlers = [handler]
+        logger.propagate = False
+        logger.setLevel(min(level, logger.level) if logger.level else level)
+    try:
+        yield records
+    finally:
+        for logger, handlers, propagate, old_level in saved:
+            logger.handlers = handlers
+            logger.propagate = propagate
+            logger.setLevel(old_level)

@@ -266,7 +266,7 @@ def external_cluster(n_workers: int = 2, nthreads: int = 1, memory_limit: str = 
                 client.wait_for_workers(n_workers, timeout=timeout)
             except TimeoutError:
                 raise LaptopToClusterError(
-                    f"Only {cluster.worker_count(client)} of {n_workers} workers connected within "
+                    f"Only {len(client.scheduler_info()['workers'])} of {n_workers} workers connected within "
                     f"{timeout} s; see the worker logs in {logs}."
                 ) from None
         yield ExternalCluster(address=address, scheduler_file=scheduler_file,

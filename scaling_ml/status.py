@@ -2,12 +2,14 @@
 
 ``python -m scaling_ml.status`` writes
 * ``book/status.md``: pinned versions, the machine, each notebook's execution time, every claim;
-* ``book/_generated/notebook_times.md``: the execution-time table the instructor guide includes;
 * ``book/images/favicon.png``: the site's icon.
 
+``python -m scaling_ml.status --stamp-notebooks`` (run by ``make notebooks``, after executing)
+writes each notebook's measured execution time into its "Time to learn" line, and the committed
+execution-time table ``book/notebook_times.md`` that the instructor guide includes.
+
 Execution times come from the timestamps that Jupyter records in each cell's metadata when a
-notebook is executed (``make notebooks`` / ``make book``); claims come from benchmarks/results/*.json.
-Both pages are generated at build time and not committed.
+notebook is executed; claims come from benchmarks/results/*.json.
 """
 
 from __future__ import annotations
@@ -16,17 +18,33 @@ import argparse
 import datetime as _datetime
 import json
 import math
+import re
 from pathlib import Path
 
-from . import check, measure, plots
+from . import PROJECT_ROOT, check, measure, plots
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 NOTEBOOKS_DIR = ROOT / "notebooks"
 BOOK_DIR = ROOT / "book"
+NOTEBOOK_TIMES = BOOK_DIR / "notebook_times.md"
+NOTEBOOK_GLOBS = ("[0-9][0-9]_*.ipynb", "appendix_*.ipynb")
+# The "Time to learn" paragraph of every notebook, from its marker to the end of the paragraph.
+TIME_TO_LEARN = re.compile(r"\*\*Time to learn\*\*:(?P<text>[^\n]*(?:\n(?!\s*\n)[^\n]*)*)")
+READING = re.compile(r"about (\d+) minutes of reading")
+STATED_EXECUTION = re.compile(r"the notebook took (\d+(?:\.\d)? (?:s|min)) to execute")
 
 
 def _parse_time(stamp: str) -> _datetime.datetime:
     return _datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def cell_seconds(cell: dict) -> float | None:
+    """Seconds a code cell took when the notebook was last executed (None if not recorded)."""
+    execution = cell.get("metadata", {}).get("execution", {})
+    if "iopub.execute_input" in execution and "shell.execute_reply" in execution:
+        return (_parse_time(execution["shell.execute_reply"])
+                - _parse_time(execution["iopub.execute_input"])).total_seconds()
+    return None
 
 
 def notebook_execution(path: Path) -> dict:
@@ -46,24 +64,84 @@ def notebook_execution(path: Path) -> dict:
             "executed": min(starts).strftime("%Y-%m-%d %H:%M UTC")}
 
 
+def notebook_paths(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
+    """The chapters in order, then the appendices."""
+    return [path for pattern in NOTEBOOK_GLOBS for path in sorted(notebooks_dir.glob(pattern))]
+
+
 def notebook_executions(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[dict]:
-    return [notebook_execution(path) for path in sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb"))]
+    return [notebook_execution(path) for path in notebook_paths(notebooks_dir)]
 
 
-def _minutes(seconds: float | None) -> str:
+def format_duration(seconds: float | None) -> str:
     if seconds is None:
         return "not executed"
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+
+def stated_execution_time(notebook: dict) -> str | None:
+    """The execution time a notebook's "Time to learn" line states ("45 s", "2.5 min"), or None."""
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "markdown":
+            match = TIME_TO_LEARN.search("".join(cell["source"]))
+            if match:
+                stated = STATED_EXECUTION.search(match.group("text"))
+                return stated.group(1) if stated else None
+    return None
+
+
+def time_to_learn_line(reading_minutes: int, seconds: float | None, cores: int) -> str:
+    if seconds is None:
+        return f"**Time to learn**: about {reading_minutes} minutes of reading."
+    return (f"**Time to learn**: about {reading_minutes} minutes of reading; the notebook took "
+            f"{format_duration(seconds)} to execute on the {cores}-core machine that built the book.")
+
+
+def stamp_notebook(path: Path, cores: int | None = None) -> bool:
+    """Write the notebook's measured execution time into its "Time to learn" line.
+
+    Returns whether the file changed. The reading time stays what the author wrote.
+    """
+    notebook = json.loads(path.read_text())
+    seconds = notebook_execution(path)["seconds"]
+    cores = cores or measure.machine_info()["cores"]
+    for cell in notebook["cells"]:
+        text = "".join(cell["source"])
+        match = TIME_TO_LEARN.search(text) if cell["cell_type"] == "markdown" else None
+        if not match:
+            continue
+        reading = READING.search(match.group("text"))
+        if not reading:
+            raise ValueError(f"{path.name}: its Time to learn line must say 'about N minutes of reading'.")
+        new = text[:match.start()] + time_to_learn_line(int(reading.group(1)), seconds, cores) \
+            + text[match.end():]
+        if new == text:
+            return False
+        lines = new.splitlines(keepends=True)
+        cell["source"] = lines
+        path.write_text(json.dumps(notebook, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+        return True
+    raise ValueError(f"{path.name} has no '**Time to learn**:' line.")
+
+
+def stamp_notebooks(notebooks_dir: Path = NOTEBOOKS_DIR, times_path: Path = NOTEBOOK_TIMES) -> list[Path]:
+    """Stamp every notebook's execution time and write the committed execution-time table."""
+    changed = [path for path in notebook_paths(notebooks_dir) if stamp_notebook(path)]
+    times_path.write_text(
+        "<!-- Written by `python -m scaling_ml.status --stamp-notebooks` (make notebooks). -->\n\n"
+        + notebook_times_table(notebook_executions(notebooks_dir)) + "\n")
+    return [*changed, times_path]
 
 
 def notebook_times_table(executions: list[dict]) -> str:
     rows = ["| Notebook | Code cells | Execution time | Executed on |", "|---|---|---|---|"]
     for execution in executions:
         rows.append(f"| [{execution['notebook']}](../notebooks/{execution['notebook']}.ipynb) | "
-                    f"{execution['code_cells']} | {_minutes(execution['seconds'])} | "
+                    f"{execution['code_cells']} | {format_duration(execution['seconds'])} | "
                     f"{execution['executed'] or '-'} |")
     total = sum(execution["seconds"] or 0 for execution in executions)
-    rows.append(f"| **all notebooks** | | **{_minutes(total)}** | |")
+    rows.append(f"| **all notebooks** | | **{format_duration(total)}** | |")
     return "\n".join(rows)
 
 
@@ -98,7 +176,7 @@ def claims_table(rows: list[dict]) -> str:
 def versions_table() -> str:
     table = ["| Package | Pinned | Installed where the book was built |", "|---|---|---|"]
     for package, pinned in sorted(check.read_pins().items()):
-        table.append(f"| {package} | {pinned} | {check._installed_version(package) or 'not installed'} |")
+        table.append(f"| {package} | {pinned} | {check.installed_version(package) or 'not installed'} |")
     return "\n".join(table)
 
 
@@ -138,19 +216,27 @@ Why these versions and how to try the newest: [Versions](versions.md).
 
 
 def write_pages(book_dir: Path = BOOK_DIR) -> list[Path]:
-    generated = book_dir / "_generated"
-    generated.mkdir(parents=True, exist_ok=True)
-    times = generated / "notebook_times.md"
-    times.write_text(notebook_times_table(notebook_executions()) + "\n")
     status = book_dir / "status.md"
     status.write_text(status_page())
     icon = plots.draw_book_icon(book_dir / "images" / "favicon.png")
-    return [status, times, icon]
+    return [status, icon]
 
 
 def main(argv=None) -> int:
-    argparse.ArgumentParser(prog="python -m scaling_ml.status", description=__doc__).parse_args(argv)
-    for path in write_pages():
+    parser = argparse.ArgumentParser(prog="python -m scaling_ml.status", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stamp-notebooks", nargs="*", metavar="NOTEBOOK", default=None,
+                        help="write the execution time into these notebooks (default: all of them, "
+                             "and then also book/notebook_times.md)")
+    arguments = parser.parse_args(argv)
+    if arguments.stamp_notebooks is None:
+        paths = write_pages()
+    elif arguments.stamp_notebooks:
+        paths = [Path(path).resolve() for path in arguments.stamp_notebooks
+                 if stamp_notebook(Path(path).resolve())]
+    else:
+        paths = stamp_notebooks()
+    for path in paths:
         print(f"wrote {path.relative_to(ROOT)}")
     return 0
 

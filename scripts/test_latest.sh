@@ -29,12 +29,12 @@ import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
-from scaling_ml.check import _installed_version, read_pins
+from scaling_ml.check import installed_version, read_pins
 
 report_dir = Path(sys.argv[1])
 lines = ["# Compatibility with the newest releases", "",
          "| Package | Pinned | Newest tried |", "|---|---|---|"]
-lines += [f"| {name} | {pinned} | {_installed_version(name)} |" for name, pinned in sorted(read_pins().items())]
+lines += [f"| {name} | {pinned} | {installed_version(name)} |" for name, pinned in sorted(read_pins().items())]
 suite = ElementTree.parse(report_dir / "junit.xml").getroot()
 def first_error(problem) -> str:
     """The last 'SomeError: message' line of the failure (nbval's own first line only says that

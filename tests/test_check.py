@@ -52,7 +52,8 @@ def test_a_version_other_than_the_pin_fails(tmp_path):
 
 def test_a_package_missing_on_the_workers_fails():
     with cluster.get_client(n_workers=1) as client:
-        results = check.check_worker_packages(client, ["scikit-learn", "not-a-package-here"])
+        results = check.check_worker_packages(
+            client, {"scikit-learn": "sklearn", "not-a-package-here": "not_a_package_here"})
     assert [result.ok for result in results] == [True, False]
     assert "install the same requirements.txt" in results[1].line()
 

@@ -126,7 +126,7 @@ def test_unreachable_scheduler_names_the_fix():
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     started = time.monotonic()
-    with pytest.raises(cluster.ClusterError, match=r"Could not reach a Dask scheduler.*dask scheduler"):
+    with pytest.raises(cluster.ClusterError, match=r"No Dask scheduler at .*dask scheduler"):
         cluster.get_client(f"tcp://127.0.0.1:{port}", timeout=2)
     assert time.monotonic() - started < 30
 
@@ -149,3 +149,67 @@ def test_local_true_starts_a_local_cluster_even_with_a_configured_scheduler(exte
     finally:
         monkeypatch.delenv("DASK_SCHEDULER_ADDRESS")
         dask.config.refresh()
+
+
+@pytest.fixture
+def web_server():
+    """An HTTP server on a loopback port: what the dashboard's port (8787) looks like."""
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"tcp://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_web_server_address_fails_fast_naming_the_dashboard_mix_up(web_server, monkeypatch):
+    # Plain Client(address, timeout=5) waits for minutes here; the helper answers within its timeout.
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", web_server)
+    dask.config.refresh()
+    try:
+        started = time.monotonic()
+        with pytest.raises(cluster.ClusterError, match=r"not a Dask scheduler.*dashboard.*8786"):
+            cluster.get_client(timeout=2)
+        assert time.monotonic() - started < 10
+    finally:
+        monkeypatch.delenv("DASK_SCHEDULER_ADDRESS")
+        dask.config.refresh()
+
+
+def test_a_real_scheduler_passes_the_probe(external_scheduler):
+    cluster.probe_scheduler(external_scheduler, timeout=5)
+
+
+def test_the_dashboard_link_goes_through_the_hub_proxy_under_jupyterhub():
+    with dask.config.set({"distributed.dashboard.link": cluster.DISTRIBUTED_DASHBOARD_LINK}):
+        hub = {"JUPYTERHUB_SERVICE_PREFIX": "/user/ada/"}
+        assert cluster.dashboard_link_template(hub) == cluster.HUB_DASHBOARD_LINK
+        assert cluster.dashboard_link_template({}) == cluster.DISTRIBUTED_DASHBOARD_LINK
+    with dask.config.set({"distributed.dashboard.link": "https://example.org/{port}"}):
+        # A link someone configured on purpose wins.
+        assert cluster.dashboard_link_template(hub) == "https://example.org/{port}"
+
+
+def test_under_jupyterhub_the_printed_link_is_the_proxied_one(monkeypatch):
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/ada/")
+    with dask.config.set({"distributed.dashboard.link": cluster.DISTRIBUTED_DASHBOARD_LINK,
+                          "scheduler-address": None}):
+        with cluster.get_client(n_workers=1) as client:
+            port = client.cluster.scheduler.http_server.port
+            assert client.dashboard_link == f"/user/ada/proxy/{port}/status"
+
+
+def test_captured_logs_keep_records_and_restore_the_logger():
+    import logging
+
+    logger = logging.getLogger("distributed.test-capture")
+    logger.setLevel(logging.CRITICAL)  # as silence_logs leaves it
+    handlers = list(logger.handlers)
+    with cluster.captured_logs("distributed.test-capture") as records:
+        logger.warning("worker %s restarted", "w1")
+        logger.info("not kept")
+    assert [record.getMessage() for record in records] == ["worker w1 restarted"]
+    assert logger.level == logging.CRITICAL and logger.handlers == handlers and logger.propagate

@@ -1,7 +1,6 @@
 """The offline 20 Newsgroups import, against the real archive and broken copies of it."""
 
 import io
-import os
 import signal
 import subprocess
 import sys

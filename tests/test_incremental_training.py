@@ -3,7 +3,6 @@
 import tarfile
 
 import dask
-import dask.array as da
 import dask.bag as db
 import numpy as np
 import pytest

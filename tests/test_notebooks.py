@@ -2,30 +2,43 @@
 
 The notebooks' outputs themselves are compared by strict nbval (`pytest notebooks --nbval`, part
 of `make test`); these tests check what nbval cannot: that enough cells are checked at all, that
-every chapter follows the book's template and has an executed, self-checking exercise.
+every chapter follows the book's template (../shared/DESIGN.md, "A notebook"), that test markers
+are cell tags a reader never sees, and that exercises are executed and stand alone.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
 
 import pytest
 
+from scaling_ml import status
 from scaling_ml.site_check import toc_files
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")) + sorted(
+    (ROOT / "notebooks").glob("appendix_*.ipynb"))
 CHAPTERS = [path for path in NOTEBOOKS if not path.name.startswith("00_")]
-IGNORE_MARKERS = {"NBVAL_IGNORE_OUTPUT", "NBVAL_SKIP"}
+IGNORE_TAGS = {"nbval-ignore-output", "nbval-skip"}
+# Chapters not yet rewritten to the template of issue "Teach in the cells"; each leaves this set
+# when its rewrite lands, and the set must end empty.
+PENDING_REWRITE: set[str] = {
+    "00_setup", "01_distributed_training", "02_predict_large_data", "03_incremental_training",
+    "04_dask_collections", "05_laptop_to_cluster", "06_when_scaling_goes_wrong",
+}
 # Calls the book must not teach any more (the current API in parentheses, for the message).
 DEPRECATED = {
     r"parallel_backend\(": "joblib.parallel_config(backend=...)",
     r"loss=[\"']log[\"']": 'loss="log_loss"',
     r"dask\.dataframe\.core": "the dask-expr API of dask.dataframe",
     r"da\.random\.(random|normal|randint)\(": "da.random.default_rng(seed).random(...)",
+    r"dask\.local\.get_sync": 'scheduler="synchronous"',
 }
+CHAPTER_MODULES = {"distributed_training", "predict_large_data", "incremental_training",
+                   "dask_collections", "laptop_to_cluster", "failure_modes", "without_dask_ml"}
 CHECKED_CELLS_REPORT: dict[str, tuple[int, int]] = {}
 
 
@@ -41,18 +54,27 @@ def source(cell: dict) -> str:
     return "".join(cell["source"])
 
 
+def tags(cell: dict) -> list[str]:
+    return cell["metadata"].get("tags", [])
+
+
 def markdown(notebook: dict) -> str:
     return "\n".join(source(cell) for cell in notebook["cells"] if cell["cell_type"] == "markdown")
 
 
-def comment_lines(cell: dict) -> list[str]:
-    return [line.strip().lstrip("#").strip() for line in source(cell).splitlines() if line.strip().startswith("#")]
-
-
 def is_checked(cell: dict) -> bool:
-    """As nbval decides: a comment line that is exactly a marker, or a marker tag."""
-    tags = cell["metadata"].get("tags", [])
-    return not (IGNORE_MARKERS & set(comment_lines(cell)) or {"nbval-ignore-output", "nbval-skip"} & set(tags))
+    """As nbval decides it for this book: only cell tags switch output checking off."""
+    return not IGNORE_TAGS & set(tags(cell))
+
+
+def rewritten(path: Path) -> bool:
+    return path.stem not in PENDING_REWRITE
+
+
+def strict(path: Path):
+    """Skip a check of the new template for a chapter whose rewrite has not landed yet."""
+    if not rewritten(path):
+        pytest.skip(f"{path.stem} is not rewritten to the template yet (PENDING_REWRITE)")
 
 
 def test_there_are_notebooks_and_each_is_in_the_table_of_contents():
@@ -72,16 +94,12 @@ def test_more_than_half_of_the_code_cells_are_checked_by_nbval(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
-def test_ignored_cells_say_why(path):
-    """`# NBVAL_IGNORE_OUTPUT` alone on its line (nbval ignores any other form), the reason below."""
-    for cell in code_cells(load(path)):
-        comments = comment_lines(cell)
-        for number, comment in enumerate(comments):
-            if comment.startswith("NBVAL_"):
-                assert comment in IGNORE_MARKERS, (
-                    f"{path.name}: nbval does not recognise `# {comment}`: put the marker alone on its line")
-                reason = comments[number + 1] if number + 1 < len(comments) else ""
-                assert len(reason) >= 8, f"{path.name}: say why below `# {comment}`"
+def test_test_markers_are_cell_tags_a_reader_never_sees(path):
+    notebook = load(path)
+    text = "\n".join(source(cell) for cell in notebook["cells"])
+    assert "NBVAL" not in text, (
+        f"{path.name}: use the nbval cell tags (nbval-ignore-output, nbval-skip, raises-exception), "
+        "not NBVAL comments in the source")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
@@ -90,8 +108,9 @@ def test_committed_with_outputs_in_order(path):
     counts = [cell.get("execution_count") for cell in cells]
     assert None not in counts, f"{path.name} has unexecuted cells: run `make notebooks`"
     assert counts == list(range(1, len(cells) + 1)), f"{path.name} was not executed top to bottom"
-    errors = [output for cell in cells for output in cell.get("outputs", []) if output["output_type"] == "error"]
-    assert not errors, f"{path.name} has error outputs"
+    errors = [cell for cell in cells if "raises-exception" not in tags(cell)
+              and any(output["output_type"] == "error" for output in cell.get("outputs", []))]
+    assert not errors, f"{path.name} has error outputs in cells not tagged raises-exception"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
@@ -100,25 +119,119 @@ def test_follows_the_book_template(path):
     text = markdown(notebook)
     first = source(notebook["cells"][0])
     assert first.startswith("# "), f"{path.name} must open with a title"
-    for heading in ("You will learn", "Prerequisites", "Time to learn",
-                    "In this notebook we have seen", "What's next"):
+    headings = ["You will learn", "Prerequisites", "Time to learn", "In this notebook we have seen",
+                "What's next"]
+    if rewritten(path):
+        headings.insert(3, "Key points")
+    for heading in headings:
         assert heading in text, f"{path.name} lacks '{heading}'"
     assert text.index("You will learn") < text.index("In this notebook we have seen")
     last_code = source(code_cells(notebook)[-1])
     assert "client.close()" in last_code, f"{path.name} must end by closing its client"
-    assert "cluster.get_client(" in "".join(source(cell) for cell in code_cells(notebook))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_time_to_learn_states_the_measured_execution_time(path):
+    strict(path)
+    notebook = load(path)
+    stated = status.stated_execution_time(notebook)
+    assert stated is not None, (
+        f"{path.name}: the 'Time to learn' line must state the measured execution time; "
+        "`make notebooks` writes it (python -m scaling_ml.status --stamp-notebooks)")
+    measured = status.notebook_execution(path)["seconds"]
+    assert stated == status.format_duration(measured), (
+        f"{path.name} states {stated!r} but its cells ran for {status.format_duration(measured)}: "
+        "run python -m scaling_ml.status --stamp-notebooks")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_no_assert_in_notebook_cells(path):
+    strict(path)
+    for cell in code_cells(load(path)):
+        code = source(cell)
+        assert not re.search(r"^\s*assert\b|AssertionError", code, re.M), (
+            f"{path.name}: checks belong in tests, not in the reader's cells:\n{code[:300]}")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_chapter_modules_are_imported_as_chapter(path):
+    strict(path)
+    for cell in code_cells(load(path)):
+        for match in re.finditer(r"from scaling_ml import (\w+)(?: as (\w+))?", source(cell)):
+            if match.group(1) in CHAPTER_MODULES:
+                assert match.group(2) == "chapter", (
+                    f"{path.name}: import the chapter's module as `chapter` "
+                    f"(from scaling_ml import {match.group(1)} as chapter)")
+
+
+def exercises(notebook: dict) -> list[tuple[dict, list[dict]]]:
+    """(exercise markdown cell, its solution code cells) pairs, in order."""
+    found, cells = [], notebook["cells"]
+    for index, cell in enumerate(cells):
+        if "exercise" in tags(cell):
+            solutions = []
+            for following in cells[index + 1:]:
+                if "solution" in tags(following):
+                    solutions.append(following)
+                elif solutions or following["cell_type"] == "code":
+                    break
+            found.append((cell, solutions))
+    return found
+
+
+def assigned_names(code: str) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+    return names
+
+
+def used_names(code: str) -> set[str]:
+    return {node.id for node in ast.walk(ast.parse(code))
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda path: path.stem)
-def test_chapters_have_an_exercise_with_a_hidden_self_checking_solution(path):
+def test_chapters_have_two_or_three_exercises_with_hidden_executed_solutions(path):
+    strict(path)
     notebook = load(path)
-    assert "Exercise" in markdown(notebook), f"{path.name} has no exercise"
-    solutions = [cell for cell in code_cells(notebook) if "solution" in cell["metadata"].get("tags", [])]
-    assert solutions, f"{path.name}: tag the solution cell 'solution'"
-    for cell in solutions:
-        assert "hide-cell" in cell["metadata"]["tags"], f"{path.name}: hide the solution ('hide-cell')"
-        assert "assert " in source(cell), f"{path.name}: the solution must check its own answer"
-        assert is_checked(cell), f"{path.name}: nbval must check the solution's output"
+    found = exercises(notebook)
+    assert 2 <= len(found) <= 3, f"{path.name} has {len(found)} exercises, the template asks 2-3"
+    quick = 0
+    for prompt, solutions in found:
+        title = source(prompt).splitlines()[0]
+        assert prompt["cell_type"] == "markdown" and title.startswith("### Exercise"), (
+            f"{path.name}: an exercise is a markdown cell tagged 'exercise' starting '### Exercise'")
+        assert solutions, f"{path.name}: '{title}' has no solution cell (tag it 'solution')"
+        for cell in solutions:
+            assert "hide-cell" in tags(cell), f"{path.name}: hide the solution of '{title}' (hide-cell)"
+        assert any(is_checked(cell) and cell.get("outputs") for cell in solutions), (
+            f"{path.name}: nbval must check an output of the solution of '{title}'")
+        seconds = sum(status.cell_seconds(cell) or 0 for cell in solutions)
+        quick += seconds < 60
+    assert quick >= 1, f"{path.name}: at least one exercise must run in under a minute"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda path: path.stem)
+def test_no_cell_depends_on_a_solution_cell(path):
+    strict(path)
+    defined_by_solutions: set[str] = set()
+    defined_elsewhere: set[str] = set()
+    for cell in code_cells(load(path)):
+        code = source(cell)
+        if "solution" in tags(cell):
+            defined_by_solutions |= assigned_names(code) - defined_elsewhere
+            continue
+        leaked = (used_names(code) & defined_by_solutions) - assigned_names(code)
+        assert not leaked, (
+            f"{path.name}: this cell uses {sorted(leaked)}, defined only in a solution (learners' "
+            f"copies have no solutions):\n{code[:300]}")
+        defined_elsewhere |= assigned_names(code)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
@@ -127,10 +240,12 @@ def test_no_deprecated_calls_and_no_unexplained_warnings(path):
     for cell in code_cells(notebook):
         code = source(cell)
         for pattern, current in DEPRECATED.items():
+            if "get_sync" in pattern and not rewritten(path):
+                continue
             assert not re.search(pattern, code), f"{path.name}: `{pattern}` is deprecated; use {current}"
         for output in cell.get("outputs", []):
             text = "".join(output.get("text", "")) if output["output_type"] == "stream" else ""
-            if re.search(r"\b\w*Warning\b", text) and "explained-warning" not in cell["metadata"].get("tags", []):
+            if re.search(r"\b\w*Warning\b", text) and "explained-warning" not in tags(cell):
                 pytest.fail(f"{path.name}: a warning in the output of\n{code[:200]}\n---\n{text[:500]}\n"
                             "Fix its cause, or tag the cell 'explained-warning' and explain it in the text.")
 
@@ -139,6 +254,18 @@ def test_no_deprecated_calls_and_no_unexplained_warnings(path):
 def test_size_knobs_say_how_to_scale_up(path):
     code = "".join(source(cell) for cell in code_cells(load(path)))
     assert "# Scale up:" in code, f"{path.name}: mark its size knobs with '# Scale up:' comments"
+
+
+def test_the_helpers_of_this_test_find_what_they_should():
+    notebook = {"cells": [
+        {"cell_type": "markdown", "metadata": {"tags": ["exercise"]}, "source": ["### Exercise 1"]},
+        {"cell_type": "code", "metadata": {"tags": ["solution", "hide-cell"]}, "source": ["a = 1"]},
+        {"cell_type": "code", "metadata": {}, "source": ["print(a)"]},
+    ]}
+    [(prompt, solutions)] = exercises(notebook)
+    assert source(prompt) == "### Exercise 1" and [source(cell) for cell in solutions] == ["a = 1"]
+    assert assigned_names("import numpy as np\nx, y = 1, 2\ndef f(): pass") == {"np", "x", "y", "f"}
+    assert used_names("print(a + b)") == {"print", "a", "b"}
 
 
 def pytest_terminal_summary_lines() -> list[str]:

@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import dask
-import dask.array as da
 import numpy as np
 import pytest
 import zarr

@@ -51,3 +51,37 @@ def test_site_check_reports_missing_pages(tmp_path):
     (site / "notebooks").mkdir()
     (site / "notebooks" / "00_setup.html").write_text("<div>no outputs</div>")
     assert "shows no executed outputs" in site_check.check_site(site, root=tmp_path)[0]
+
+
+def _markdown_notebook(path, text, stamps):
+    path = _notebook(path, stamps)
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells.insert(0, nbformat.v4.new_markdown_cell(text))
+    nbformat.write(notebook, path)
+    return path
+
+
+def test_stamping_writes_the_measured_time_into_time_to_learn(tmp_path):
+    text = ("# Title\n\n**Time to learn**: about 20 minutes of reading; how long this\nnotebook "
+            "takes is elsewhere.\n\nNext paragraph.")
+    path = _markdown_notebook(tmp_path / "01_x.ipynb", text,
+                              [("2026-01-01T10:00:00Z", "2026-01-01T10:02:30Z")])
+    assert status.stated_execution_time(json.loads(path.read_text())) is None
+    assert status.stamp_notebook(path, cores=2)
+    notebook = json.loads(path.read_text())
+    first = "".join(notebook["cells"][0]["source"])
+    assert ("**Time to learn**: about 20 minutes of reading; the notebook took 2.5 min to execute "
+            "on the 2-core machine that built the book.\n\nNext paragraph.") in first
+    assert status.stated_execution_time(notebook) == "2.5 min"
+    assert not status.stamp_notebook(path, cores=2), "a second stamp changes nothing"
+
+
+def test_stamping_refuses_a_notebook_without_the_line(tmp_path):
+    path = _markdown_notebook(tmp_path / "01_x.ipynb", "# Title", [("2026-01-01T10:00:00Z",
+                                                                   "2026-01-01T10:00:05Z")])
+    try:
+        status.stamp_notebook(path)
+    except ValueError as error:
+        assert "Time to learn" in str(error)
+    else:
+        raise AssertionError("expected a ValueError")
