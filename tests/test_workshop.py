@@ -1,0 +1,84 @@
+"""The learners' notebooks: no solution code survives, every exercise is still there, no outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from scaling_ml import PROJECT_ROOT, workshop
+
+
+def _cell(kind, source, tags=(), outputs=()):
+    cell = {"cell_type": kind, "metadata": {"tags": list(tags)}, "source": [source]}
+    if kind == "code":
+        cell.update(outputs=list(outputs), execution_count=3)
+        cell["metadata"]["execution"] = {"iopub.execute_input": "2026-01-01T00:00:00Z"}
+    return cell
+
+
+def _code_lines(cell) -> set[str]:
+    return {line.strip() for line in "".join(cell["source"]).splitlines()
+            if line.strip() and not line.strip().startswith("#")}
+
+
+def _solution_lines_left(original: dict, copy: dict) -> set[str]:
+    """Lines of the original's solutions that appear in the copy and nowhere else in the original."""
+    solution = set().union(*[_code_lines(cell) for cell in original["cells"]
+                             if cell["cell_type"] == "code" and "solution" in cell["metadata"].get("tags", [])])
+    elsewhere = set().union(*[_code_lines(cell) for cell in original["cells"]
+                              if cell["cell_type"] == "code"
+                              and "solution" not in cell["metadata"].get("tags", [])])
+    in_copy = set().union(*[_code_lines(cell) for cell in copy["cells"] if cell["cell_type"] == "code"])
+    return (solution - elsewhere) & in_copy
+
+
+def test_a_learner_copy_empties_solutions_and_clears_outputs():
+    output = {"output_type": "stream", "name": "stdout", "text": ["42\n"]}
+    notebook = {"cells": [
+        _cell("markdown", "### Exercise 1: predict, then measure", tags=["exercise"]),
+        _cell("code", "answer = 6 * 7\nprint(answer)", tags=["solution", "hide-cell"], outputs=[output]),
+        _cell("code", "print('lesson')", outputs=[output]),
+    ], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    copy = workshop.learner_copy(notebook)
+    assert copy["cells"][0] == notebook["cells"][0]
+    assert copy["cells"][1]["source"] == [workshop.SOLUTION_PROMPT]
+    assert copy["cells"][1]["metadata"]["tags"] == ["solution"]
+    assert copy["cells"][2]["source"] == ["print('lesson')"]
+    assert all(cell.get("outputs", []) == [] for cell in copy["cells"])
+    assert all(cell.get("execution_count") is None for cell in copy["cells"] if cell["cell_type"] == "code")
+    assert "execution" not in copy["cells"][2]["metadata"]
+    assert notebook["cells"][1]["outputs"] == [output], "the book's notebook is left as it was"
+    assert _solution_lines_left(notebook, copy) == set()
+
+
+def test_the_book_s_notebooks_become_learner_copies(tmp_path):
+    out = tmp_path / "handout"
+    result = subprocess.run([sys.executable, "-m", "scaling_ml.workshop", "learner-notebooks", str(out)],
+                            capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert result.returncode == 0, result.stderr
+    sources = workshop.notebook_paths()
+    assert sorted(path.name for path in out.iterdir()) == sorted(path.name for path in sources)
+    for path in sources:
+        original, copy = json.loads(path.read_text()), json.loads((out / path.name).read_text())
+        assert len(copy["cells"]) == len(original["cells"]), path.name
+        exercises = [cell for cell in original["cells"] if "exercise" in cell["metadata"].get("tags", [])]
+        assert exercises == [cell for cell in copy["cells"] if "exercise" in cell["metadata"].get("tags", [])]
+        assert _solution_lines_left(original, copy) == set(), f"{path.name}: solution code survived"
+        assert not any(cell.get("outputs") for cell in copy["cells"]), f"{path.name}: outputs left"
+
+
+def test_an_existing_folder_is_never_overwritten_unless_it_is_a_previous_copy(tmp_path):
+    workshop.write_learner_notebooks(tmp_path / "copy")
+    with pytest.raises(workshop.WorkshopError, match="not empty"):
+        workshop.write_learner_notebooks(tmp_path / "copy")
+    workshop.write_learner_notebooks(tmp_path / "copy", overwrite=True)
+    (tmp_path / "copy" / "my_notes.txt").write_text("a learner's work")
+    with pytest.raises(workshop.WorkshopError, match="never overwritten"):
+        workshop.write_learner_notebooks(tmp_path / "copy", overwrite=True)
+    assert (tmp_path / "copy" / "my_notes.txt").read_text() == "a learner's work"
+    with pytest.raises(workshop.WorkshopError, match="book's own notebooks"):
+        workshop.write_learner_notebooks(workshop.NOTEBOOKS_DIR, overwrite=True)
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith(".copy-")], "scratch left"
