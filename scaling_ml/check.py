@@ -1,13 +1,15 @@
 """Learner setup check: ``python -m scaling_ml.check``.
 
-Prints one line per check, ``OK`` or ``FAIL`` with the fix, and exits non-zero on any FAIL.
-Run it before a workshop; the setup notebook runs it too.
+Prints one line per check, ``OK``, ``WARN`` or ``FAIL`` with the fix, then a one-line summary a
+learner can paste into an instructor's form, and exits non-zero on any FAIL. Run it before a
+workshop; the setup notebook runs the checks that need no cluster.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import platform
 import re
 import sys
 import urllib.request
@@ -31,10 +33,15 @@ class CheckResult:
     ok: bool
     detail: str
     fix: str = ""
+    # A check that is not required warns (WARN) instead of failing: the book still works.
+    required: bool = True
+
+    @property
+    def status(self) -> str:
+        return "OK" if self.ok else "FAIL" if self.required else "WARN"
 
     def line(self) -> str:
-        status = "OK  " if self.ok else "FAIL"
-        text = f"{status} {self.name}: {self.detail}"
+        text = f"{self.status:<4} {self.name}: {self.detail}"
         if not self.ok and self.fix:
             text += f" -> fix: {self.fix}"
         return text
@@ -103,6 +110,17 @@ def check_resources(cores=None, free_memory_gib=None) -> list[CheckResult]:
     ]
 
 
+def check_dashboard_port(port: int = cluster.DEFAULT_DASHBOARD_PORT) -> CheckResult:
+    """Is the dashboard's usual port free? Taken, it is most often a cluster left running."""
+    free = cluster._port_is_free(port)
+    return CheckResult(
+        f"port {port} free", free, "yes" if free else "in use by another program",
+        "most often a Dask cluster left running by another notebook: run client.close() there or "
+        "restart its kernel (Kernel > Shut Down Kernel). Otherwise the book's clusters use another "
+        "port and print its link, and chapter 0's LocalCluster(dashboard_address=\"127.0.0.1:8787\") "
+        "warns that the port is in use", required=False)
+
+
 def check_cluster(packages=WORKER_PACKAGES, timeout: float = 60) -> list[CheckResult]:
     """Start a cluster (or reach the configured one), check its addresses, dashboard and packages."""
     try:
@@ -121,7 +139,10 @@ def check_cluster(packages=WORKER_PACKAGES, timeout: float = 60) -> list[CheckRe
                 "cluster on loopback", on_loopback,
                 "scheduler and workers on 127.0.0.1" if on_loopback else ", ".join(addresses),
                 "use scaling_ml.cluster.get_client(), which binds to 127.0.0.1"))
-        results.append(check_dashboard(client.dashboard_link))
+        dashboard_port = info.get("services", {}).get("dashboard")
+        host = cluster.LOOPBACK if cluster.configured_scheduler_address() is None else \
+            info["address"].split("://", 1)[-1].rsplit(":", 1)[0]
+        results.append(check_dashboard(f"http://{host}:{dashboard_port}/status"))
         results.extend(check_worker_packages(client, packages))
     finally:
         client.close()
@@ -164,10 +185,22 @@ def check_worker_packages(client, packages=WORKER_PACKAGES) -> list[CheckResult]
 
 
 def run_checks(start_cluster: bool = True) -> list[CheckResult]:
-    results = [check_python(), *check_pins(read_pins()), check_newsgroups(), *check_resources()]
+    results = [check_python(), *check_pins(read_pins()), check_newsgroups(), *check_resources(),
+               check_dashboard_port()]
     if start_cluster:
         results.extend(check_cluster())
     return results
+
+
+def summary_line(results: list[CheckResult]) -> str:
+    """One line for an instructor's form: counts, the machine, and the names of what failed."""
+    counts = {status: sum(result.status == status for result in results) for status in ("OK", "WARN", "FAIL")}
+    not_ok = [result.name for result in results if not result.ok]
+    machine = measure.machine_info()
+    return (f"scaling-ml check: {counts['OK']} OK, {counts['WARN']} WARN, {counts['FAIL']} FAIL | "
+            f"Python {platform.python_version()} | {platform.system()} {platform.machine()} | "
+            f"{machine['cores']} cores, {machine['memory_gib']} GiB | "
+            f"not OK: {', '.join(not_ok) if not_ok else 'none'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,9 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     results = run_checks(start_cluster=not arguments.no_cluster)
     for result in results:
         print(result.line())
-    failed = sum(not result.ok for result in results)
-    print(f"{len(results) - failed} OK, {failed} FAIL")
-    return 1 if failed else 0
+    print("\nSummary (paste this line into your instructor's form):")
+    print(summary_line(results))
+    return 1 if any(result.status == "FAIL" for result in results) else 0
 
 
 if __name__ == "__main__":
