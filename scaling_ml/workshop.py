@@ -1,4 +1,4 @@
-"""Instructor tooling: the learners' copies of the notebooks, without solutions or outputs.
+"""Instructor tooling: the learners' copies of the notebooks, and a workshop schedule that adds up.
 
 ``make learner-notebooks`` (``python -m scaling_ml.workshop learner-notebooks OUT``) writes a copy of
 every notebook into ``OUT``, the folder an instructor hands out:
@@ -11,23 +11,35 @@ every notebook into ``OUT``, the folder an instructor hands out:
 The same tags drive the website, where solutions are folded away (``hide-cell``): the book's
 notebooks are the single source, as in the scikit-learn MOOC, whose exercises are generated from
 its solutions.
+
+``python -m scaling_ml.workshop schedule`` (run by ``make notebooks``) writes
+``book/workshop_schedule.md``: the 3-hour and 90-minute plans of :data:`PLANS` with each block's
+minutes computed from the notebooks themselves (the reading minutes of their "Time to learn" line,
+the measured execution time, the minutes each live exercise states), so the guide's numbers come
+from code and change when a chapter does. A plan that does not fit its session is an error.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import PROJECT_ROOT
+from . import PROJECT_ROOT, status
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 SOLUTION_TAG = "solution"
 EXERCISE_TAG = "exercise"
 SOLUTION_PROMPT = "# Your solution here: the book's solution is folded away on the website.\n"
+SCHEDULE_PATH = PROJECT_ROOT / "book" / "workshop_schedule.md"
+# Every exercise says how long it takes learners, in its first lines: "*About 10 minutes.*"
+EXERCISE_MINUTES = re.compile(r"[Aa]bout (\d+) minutes")
 
 
 class WorkshopError(RuntimeError):
@@ -90,6 +102,120 @@ def write_learner_notebooks(out_dir: str | Path, source_dir: Path = NOTEBOOKS_DI
     return written
 
 
+@dataclass
+class Block:
+    """One block of a session: a notebook taught with some of its exercises live, or a break."""
+
+    title: str
+    notebook: str | None = None       # a notebook's stem; None for a break
+    live_exercises: tuple[int, ...] = ()  # 1-based numbers of the exercises done in the room
+    minutes: int | None = None        # only for breaks; a notebook's minutes are computed
+
+
+@dataclass
+class Plan:
+    name: str
+    session_minutes: int
+    blocks: list[Block]
+    homework: list[str] = field(default_factory=list)  # notebooks left for after the session
+
+
+PLANS = [
+    Plan("3-hour workshop", 180, [
+        Block("Welcome, setup check, your first cluster", "00_setup"),
+        Block("Distributed training: a grid search on the cluster", "01_distributed_training", (1,)),
+        Block("Break", minutes=10),
+        Block("Train small, predict large", "02_predict_large_data", (1,)),
+        Block("Incremental training and Hyperband", "03_incremental_training", (1,)),
+        Block("Break", minutes=10),
+        Block("Dask collections and dask-ml estimators", "04_dask_collections", (1,)),
+    ], homework=["05_laptop_to_cluster", "06_when_scaling_goes_wrong", "07_without_dask_ml"]),
+    Plan("90-minute session", 90, [
+        Block("Setup and your first cluster", "00_setup"),
+        Block("Distributed training: a grid search on the cluster", "01_distributed_training", (1,)),
+        Block("Break", minutes=5),
+        Block("Train small, predict large", "02_predict_large_data"),
+    ], homework=["03_incremental_training", "04_dask_collections", "05_laptop_to_cluster",
+                 "06_when_scaling_goes_wrong", "07_without_dask_ml"]),
+]
+
+
+class ScheduleError(ValueError):
+    """A plan does not fit its session, or a notebook lacks what the schedule reads from it."""
+
+
+def notebook_minutes(path: Path) -> dict:
+    """What the schedule reads from a notebook: reading minutes, execution minutes, exercises."""
+    notebook = json.loads(path.read_text())
+    reading = None
+    exercises = []
+    for cell in notebook["cells"]:
+        text = "".join(cell["source"])
+        if cell["cell_type"] == "markdown" and reading is None and status.TIME_TO_LEARN.search(text):
+            found = status.READING.search(text)
+            reading = int(found.group(1)) if found else None
+        if "exercise" in cell["metadata"].get("tags", []):
+            found = EXERCISE_MINUTES.search(text)
+            if not found:
+                raise ScheduleError(f"{path.name}: exercise {len(exercises) + 1} does not say how long "
+                                    "it takes ('*About N minutes.*' under its heading).")
+            exercises.append(int(found.group(1)))
+    if reading is None:
+        raise ScheduleError(f"{path.name}: no 'about N minutes of reading' in its Time to learn line.")
+    seconds = status.notebook_execution(path)["seconds"] or 0
+    return {"reading": reading, "execution": math.ceil(seconds / 60), "exercises": exercises}
+
+
+def schedule_rows(plan: Plan, notebooks_dir: Path = NOTEBOOKS_DIR) -> list[dict]:
+    """The plan's blocks with start times and minutes; raises ScheduleError if it does not fit."""
+    rows, start = [], 0
+    for block in plan.blocks:
+        if block.notebook is None:
+            minutes, detail = block.minutes, ""
+        else:
+            facts = notebook_minutes(notebooks_dir / f"{block.notebook}.ipynb")
+            missing = [number for number in block.live_exercises if number > len(facts["exercises"])]
+            if missing:
+                raise ScheduleError(f"{plan.name}: {block.notebook} has no exercise {missing[0]}.")
+            live = [facts["exercises"][number - 1] for number in block.live_exercises]
+            minutes = facts["reading"] + facts["execution"] + sum(live)
+            detail = (f"{facts['reading']} reading + {facts['execution']} running cells"
+                      + "".join(f" + {m} exercise {n}" for n, m in zip(block.live_exercises, live)))
+        rows.append({"start": start, "title": block.title, "notebook": block.notebook or "",
+                     "minutes": minutes, "detail": detail})
+        start += minutes
+    if start > plan.session_minutes:
+        raise ScheduleError(f"{plan.name}: the blocks take {start} minutes, more than the session's "
+                            f"{plan.session_minutes}: move a block or an exercise to the homework.")
+    return rows
+
+
+def _clock(minutes: int) -> str:
+    return f"{minutes // 60}:{minutes % 60:02d}"
+
+
+def schedule_markdown(plans=PLANS, notebooks_dir: Path = NOTEBOOKS_DIR) -> str:
+    parts = ["<!-- Written by `python -m scaling_ml.workshop schedule` (make notebooks): the minutes "
+             "come from the notebooks. -->"]
+    for plan in plans:
+        rows = schedule_rows(plan, notebooks_dir)
+        end = rows[-1]["start"] + rows[-1]["minutes"]
+        table = [f"### {plan.name}", "",
+                 "| Time | Block | Notebook | Minutes | Made of |", "|---|---|---|---|---|"]
+        table += [f"| {_clock(row['start'])} | {row['title']} | {row['notebook']} | {row['minutes']} | "
+                  f"{row['detail']} |" for row in rows]
+        table += [f"| {_clock(end)} | End ({plan.session_minutes - end} minutes to spare) | | | |", ""]
+        if plan.homework:
+            table.append("After the session, on their own: " + ", ".join(plan.homework) + ".")
+        parts.append("\n".join(table))
+    return "\n\n".join(parts) + "\n"
+
+
+def write_schedule(path: Path = SCHEDULE_PATH) -> Path:
+    path.write_text(schedule_markdown())
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scaling_ml.workshop", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,10 +224,14 @@ def main(argv: list[str] | None = None) -> int:
     learner.add_argument("out_dir")
     learner.add_argument("--overwrite", action="store_true",
                          help="replace a previous copy (a folder of notebooks only)")
+    commands.add_parser("schedule", help=f"write {SCHEDULE_PATH.relative_to(PROJECT_ROOT)}")
     arguments = parser.parse_args(argv)
     try:
+        if arguments.command == "schedule":
+            print(f"wrote {write_schedule().relative_to(PROJECT_ROOT)}")
+            return 0
         written = write_learner_notebooks(arguments.out_dir, overwrite=arguments.overwrite)
-    except WorkshopError as error:
+    except (WorkshopError, ScheduleError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"wrote {len(written)} learner notebooks to {Path(arguments.out_dir).resolve()}")

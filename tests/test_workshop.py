@@ -82,3 +82,43 @@ def test_an_existing_folder_is_never_overwritten_unless_it_is_a_previous_copy(tm
     with pytest.raises(workshop.WorkshopError, match="book's own notebooks"):
         workshop.write_learner_notebooks(workshop.NOTEBOOKS_DIR, overwrite=True)
     assert not [path for path in tmp_path.iterdir() if path.name.startswith(".copy-")], "scratch left"
+
+
+def _timed_notebook(folder, stem, reading, seconds, exercise_minutes):
+    cells = [_cell("markdown", f"# {stem}\n\n**Time to learn**: about {reading} minutes of reading.")]
+    for number, minutes in enumerate(exercise_minutes, 1):
+        cells.append(_cell("markdown", f"### Exercise {number}: x\n\n*About {minutes} minutes.*",
+                           tags=["exercise"]))
+    code = _cell("code", "pass")
+    code["metadata"]["execution"] = {"iopub.execute_input": "2026-01-01T10:00:00Z",
+                                     "shell.execute_reply": f"2026-01-01T10:{seconds // 60:02d}:{seconds % 60:02d}Z"}
+    cells.append(code)
+    path = folder / f"{stem}.ipynb"
+    path.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    return path
+
+
+def test_a_schedule_adds_the_minutes_the_notebooks_state(tmp_path):
+    _timed_notebook(tmp_path, "00_setup", 10, 30, [])
+    _timed_notebook(tmp_path, "01_x", 20, 130, [10, 15])
+    plan = workshop.Plan("test", 60, [workshop.Block("Setup", "00_setup"), workshop.Block("Break", minutes=5),
+                                      workshop.Block("One", "01_x", (2,))])
+    rows = workshop.schedule_rows(plan, tmp_path)
+    assert [(row["start"], row["minutes"]) for row in rows] == [(0, 11), (11, 5), (16, 38)]
+    assert rows[2]["detail"] == "20 reading + 3 running cells + 15 exercise 2"
+    markdown = workshop.schedule_markdown([plan], tmp_path)
+    assert "| 0:54 | End (6 minutes to spare) |" in markdown
+    too_long = workshop.Plan("short", 50, plan.blocks)
+    with pytest.raises(workshop.ScheduleError, match="54 minutes, more than the session's 50"):
+        workshop.schedule_rows(too_long, tmp_path)
+    with pytest.raises(workshop.ScheduleError, match="no exercise 3"):
+        workshop.schedule_rows(workshop.Plan("x", 99, [workshop.Block("One", "01_x", (3,))]), tmp_path)
+
+
+def test_an_exercise_without_its_minutes_is_a_clear_error(tmp_path):
+    path = _timed_notebook(tmp_path, "01_x", 20, 10, [5])
+    notebook = json.loads(path.read_text())
+    notebook["cells"][1]["source"] = ["### Exercise 1: no time given"]
+    path.write_text(json.dumps(notebook))
+    with pytest.raises(workshop.ScheduleError, match="does not say how long"):
+        workshop.notebook_minutes(path)
