@@ -90,8 +90,9 @@ def _timed_notebook(folder, stem, reading, seconds, exercise_minutes):
         cells.append(_cell("markdown", f"### Exercise {number}: x\n\n*About {minutes} minutes.*",
                            tags=["exercise"]))
     code = _cell("code", "pass")
+    reply = f"2026-01-01T10:{seconds // 60:02d}:{seconds % 60:02d}Z"
     code["metadata"]["execution"] = {"iopub.execute_input": "2026-01-01T10:00:00Z",
-                                     "shell.execute_reply": f"2026-01-01T10:{seconds // 60:02d}:{seconds % 60:02d}Z"}
+                                     "shell.execute_reply": reply}
     cells.append(code)
     path = folder / f"{stem}.ipynb"
     path.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
