@@ -4,6 +4,8 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
+# The oldest Python the pinned packages support (tests/test_environment.py derives it from them).
+MINIMUM_PYTHON := 3.11
 VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
@@ -15,24 +17,37 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)) $(sort $(wildcard 
 # Marks every process a run starts (kernels, Dask workers inherit it): see check-processes.
 BOOK_RUN_ID ?= $(shell date +%s%N)-$(shell echo $$PPID)
 export BOOK_RUN_ID
+# The kernels that execute the notebooks talk to their client over CurveZMQ-encrypted sockets
+# (ipykernel 7 warns about every unencrypted kernel); scaling_ml/kernel_provisioner.py.
+export JUPYTER_DEFAULT_PROVISIONER_NAME := encrypted-local-provisioner
+# Jupyter Book's execution cache: a notebook whose code cells are unchanged is not re-executed.
+# The cache's key covers each notebook's code; these files change outputs too, so a change in any
+# of them empties the cache (make book then executes every notebook).
+EXECUTION_CACHE := _build/.jupyter_cache
+EXECUTION_CACHE_INPUTS := requirements.txt requirements-dev.txt constraints.txt pyproject.toml \
+  $(sort $(wildcard scaling_ml/*.py)) $(sort $(wildcard benchmarks/results/*.json))
 CELL_TIMEOUT := 900
 NBVAL := --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=$(CELL_TIMEOUT)
 
-.PHONY: help env data book render test test-external test-slurm test-latest lab notebooks bench clean check-processes
+.PHONY: help env data book render test test-external test-slurm test-latest lab notebooks bench clean check-processes execution-cache
 
 help:
-	@echo "make book        build the executed website into _build/html"
+	@echo "make book        build the executed website into _build/html (unchanged notebooks from the cache)"
 	@echo "make test        unit tests, strict nbval over every notebook, checks of the built site"
 	@echo "make lab         JupyterLab on notebooks/"
 	@echo "make notebooks   re-execute every notebook in place (commit the outputs)"
 	@echo "make bench       run every benchmark (writes benchmarks/results/*.json and figs/)"
 	@echo "make test-latest the suite against the newest releases, in .venv-latest (a report in _build/)"
-	@echo "make clean       remove build output and the virtual environment"
+	@echo "make clean       remove build output (the execution cache too) and the virtual environment"
 
-$(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
+# The learner set (requirements.txt) and the tools that build and test the book on top of it
+# (requirements-dev.txt). A learner who only runs the notebooks needs the first: see README.md.
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] < tuple(map(int, "$(MINIMUM_PYTHON)".split("."))))' \
+	  || { echo "error: $(PYTHON) is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'); the pinned packages need $(MINIMUM_PYTHON) or newer: make PYTHON=python$(MINIMUM_PYTHON) ..." >&2; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
@@ -41,19 +56,20 @@ env: $(VENV)/.installed
 data: env
 	$(PY) -m scaling_ml.data ensure-newsgroups --archive "$(NEWSGROUPS_ARCHIVE)"
 
-# Execute every notebook against a LocalCluster and build the site; any execution error or
-# Sphinx warning fails the build (-W), and so does an execution report left in _build.
-book: data
+# Execute every notebook against a LocalCluster (or take its outputs from the execution cache when
+# its code is unchanged) and build the site; any execution error or Sphinx warning fails the build
+# (-W), and so does an execution report left in _build. The status page and the favicon are written
+# when the build starts (book/_ext/generated_pages.py). A clean build: make clean book.
+book: data execution-cache
 	rm -rf _build/html/reports
-	$(PY) -m scaling_ml.status
 	$(BIN)/jupyter-book build . -W -n --keep-going
 	$(PY) -m scaling_ml.site_check _build/html
 	@$(MAKE) --no-print-directory check-processes
 
 # Render the committed outputs without executing (make test: nbval has already executed them).
 render: env
-	$(PY) -m scaling_ml.status
-	sed 's/execute_notebooks: force/execute_notebooks: "off"/' _config.yml > _build_config_render.yml
+	sed 's/execute_notebooks: cache/execute_notebooks: "off"/' _config.yml > _build_config_render.yml
+	grep -q 'execute_notebooks: "off"' _build_config_render.yml
 	$(BIN)/jupyter-book build . --config _build_config_render.yml -W -n --keep-going; \
 	  status=$$?; rm -f _build_config_render.yml; exit $$status
 
@@ -85,11 +101,21 @@ test-slurm: env
 lab: data
 	$(BIN)/jupyter lab notebooks/
 
+# Empty the execution cache when anything besides a notebook's code changed what it prints.
+execution-cache:
+	@key=$$(cat $(EXECUTION_CACHE_INPUTS) | sha256sum | cut -d' ' -f1); \
+	if [ "$$(cat $(EXECUTION_CACHE)/inputs.sha256 2>/dev/null)" != "$$key" ]; then \
+	  if [ -d $(EXECUTION_CACHE) ]; then echo "pins, scaling_ml or benchmark results changed: emptying $(EXECUTION_CACHE)"; fi; \
+	  rm -rf $(EXECUTION_CACHE) && mkdir -p $(EXECUTION_CACHE) && echo "$$key" > $(EXECUTION_CACHE)/inputs.sha256; \
+	fi
+
 test-latest:
 	bash scripts/test_latest.sh
 
-# No dask scheduler, worker or Jupyter kernel that this run started may outlive it. Only processes
-# carrying this run's BOOK_RUN_ID are checked: a learner's own JupyterLab and its kernels are not.
+# No process that this run started (a Dask scheduler or worker, a Jupyter kernel or server, a
+# browser) may outlive it. Only processes carrying this run's BOOK_RUN_ID are checked: a learner's
+# own JupyterLab and its kernels are not (tests/test_leftover_processes.py, and .ci/run runs the
+# suite beside an unrelated kernel).
 check-processes:
 	@$(PY) tests/leftover_processes.py
 

@@ -23,7 +23,9 @@ REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements.txt"
 # by the name each is imported with (what distributed's version report uses).
 WORKER_PACKAGES = {"scikit-learn": "sklearn", "dask-ml": "dask_ml", "dask": "dask",
                    "distributed": "distributed", "numpy": "numpy", "pandas": "pandas"}
-MINIMUM_PYTHON = (3, 10)
+# The oldest Python every pinned package supports (numpy, scipy and others need 3.11);
+# tests/test_environment.py derives it from the packages' own Requires-Python metadata.
+MINIMUM_PYTHON = (3, 11)
 MINIMUM_FREE_MEMORY_GIB = 2.0
 
 
@@ -65,8 +67,10 @@ def normalise(package: str) -> str:
 def check_python(version_info=sys.version_info) -> CheckResult:
     found = ".".join(map(str, version_info[:3]))
     ok = tuple(version_info[:2]) >= MINIMUM_PYTHON
+    minimum = ".".join(map(str, MINIMUM_PYTHON))
     return CheckResult("python", ok, found,
-                       f"install Python {'.'.join(map(str, MINIMUM_PYTHON))} or newer")
+                       f"the pinned packages need Python {minimum} or newer: create the book's "
+                       f"environment with one (python{minimum} -m venv .venv, or conda's environment.yml)")
 
 
 def check_pins(pins: dict[str, str], installed=None) -> list[CheckResult]:

@@ -10,8 +10,10 @@ REPORT_DIR=_build/test-latest
 mkdir -p "$REPORT_DIR"
 
 test -x "$VENV/bin/python" || "$PYTHON" -m venv "$VENV"
-# requirements.txt without the versions: the newest release of each direct dependency.
-sed -e 's/#.*//' -e 's/==.*//' -e '/^\s*$/d' requirements.txt > "$REPORT_DIR/requirements-latest.txt"
+# The learner set and the build and test tools without the versions: the newest release of each
+# direct dependency.
+cat requirements.txt requirements-dev.txt \
+  | sed -e 's/#.*//' -e '/^-r /d' -e 's/==.*//' -e '/^\s*$/d' > "$REPORT_DIR/requirements-latest.txt"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet --upgrade -r "$REPORT_DIR/requirements-latest.txt"
 "$VENV/bin/python" -m pip install --quiet --no-deps -e .
@@ -34,7 +36,8 @@ from scaling_ml.check import installed_version, read_pins
 report_dir = Path(sys.argv[1])
 lines = ["# Compatibility with the newest releases", "",
          "| Package | Pinned | Newest tried |", "|---|---|---|"]
-lines += [f"| {name} | {pinned} | {installed_version(name)} |" for name, pinned in sorted(read_pins().items())]
+pins = {**read_pins("requirements.txt"), **read_pins("requirements-dev.txt")}
+lines += [f"| {name} | {pinned} | {installed_version(name)} |" for name, pinned in sorted(pins.items())]
 suite = ElementTree.parse(report_dir / "junit.xml").getroot()
 def first_error(problem) -> str:
     """The last 'SomeError: message' line of the failure (nbval's own first line only says that

@@ -2,8 +2,10 @@
 
 `make test` builds the site (rendering the committed, nbval-verified outputs) before pytest runs.
 Every page of the table of contents must load without console errors, with every image loaded and
-every internal link resolving; notebook pages carry launch buttons and their figures. Screenshots of
-the home page and of a chapter are saved under test-artifacts/.
+every internal link resolving; notebook pages carry their figures and the launch buttons that
+`_config.yml` configures (Binder always, JupyterHub only when an instructor set a hub's address, no
+Colab), made from the one repository address; no page names a placeholder host or a `git clone`
+placeholder. Screenshots of the home page and of a chapter are saved under test-artifacts/.
 """
 
 from __future__ import annotations
@@ -17,7 +19,12 @@ import threading
 from pathlib import Path
 from urllib.parse import urljoin, urlparse
 
+import re
+import subprocess
+import sys
+
 import pytest
+import yaml
 
 from scaling_ml.site_check import check_site, toc_files
 
@@ -30,6 +37,29 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 pytestmark = pytest.mark.site
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+REPOSITORY_URL = CONFIG["repository"]["url"].rstrip("/")
+# Hosts that can never be a real address (RFC 2606 / 6761): what a placeholder is made of.
+PLACEHOLDER_HOST = re.compile(r"(^|\.)(example\.(com|net|org)|[^.]+\.(example|invalid|test|localdomain))$")
+
+
+def expected_launch_links(toc_file: str, config: dict = CONFIG) -> dict[str, str]:
+    """Start of each launch button's link a notebook page must carry, by button."""
+    owner_and_name = REPOSITORY_URL.split("github.com/", 1)[1]
+    branch = config["repository"].get("branch", "main")
+    buttons = config.get("launch_buttons", {})
+    links = {}
+    if buttons.get("binderhub_url"):
+        links["binder"] = (f"{buttons['binderhub_url'].rstrip('/')}/v2/gh/{owner_and_name}/{branch}"
+                           f"?urlpath=lab/tree/{toc_file}.ipynb")
+    if buttons.get("jupyterhub_url"):
+        links["jupyterhub"] = f"{buttons['jupyterhub_url'].rstrip('/')}/hub/user-redirect/git-pull?repo="
+    return links
+
+
+def launch_links(page) -> list[str]:
+    return page.eval_on_selector_all(
+        ".dropdown-launch-buttons a[href]", "links => links.map(a => a.getAttribute('href'))")
 
 
 def notebook_has_figures(toc_file: str) -> bool:
@@ -103,11 +133,14 @@ def test_page_loads_cleanly(browser, site_url, toc_file):
         assert status == 200, f"{toc_file}: internal link {href} answers {status}"
 
     if toc_file.startswith("notebooks/"):
-        launch_links = page.eval_on_selector_all(
-            "a[href]", "links => links.map(a => a.href).filter(h => /mybinder|colab|git-pull/.test(h))")
-        assert {"mybinder", "colab", "git-pull"} <= {
-            key for key in ("mybinder", "colab", "git-pull") for link in launch_links if key in link
-        }, f"{toc_file}: launch buttons missing ({launch_links})"
+        links = launch_links(page)
+        expected = expected_launch_links(toc_file)
+        assert expected, "_config.yml configures no launch button"
+        for button, start in expected.items():
+            assert any(link.startswith(start) for link in links), (
+                f"{toc_file}: no {button} launch button starting {start} ({links})")
+        assert len(links) == len(expected), f"{toc_file}: launch buttons {links}, expected {expected}"
+        assert not [link for link in links if "colab" in link], f"{toc_file}: a Colab button ({links})"
         if notebook_has_figures(toc_file):
             figures = page.eval_on_selector_all(
                 ".cell_output img", "images => images.filter(i => i.naturalWidth > 0).length")
@@ -126,3 +159,53 @@ def test_screenshots_of_the_home_page_and_a_chapter(browser, site_url):
         page.screenshot(path=str(screenshot), full_page=name == "chapter")
         page.close()
         assert screenshot.stat().st_size > 10_000, f"{screenshot} looks empty"
+
+
+def page_texts(site: Path = SITE):
+    for path in sorted(site.rglob("*.html")):
+        yield path.relative_to(site), path.read_text(errors="replace")
+
+
+def test_no_page_names_a_placeholder_host_or_a_placeholder_clone_command():
+    assert (SITE / "index.html").is_file(), "no built site: run make render or make book"
+    placeholder_hosts, clone_commands = [], {}
+    for page, html in page_texts():
+        for url in re.findall(r"""https?://[^\s"'<>)\]]+""", html):
+            host = urlparse(url).hostname or ""
+            if PLACEHOLDER_HOST.search(host):
+                placeholder_hosts.append(f"{page}: {url}")
+        text = re.sub(r"<[^>]+>", "", html)
+        for command in re.findall(r"git clone\s+(\S+)", text):
+            clone_commands.setdefault(command, []).append(str(page))
+    assert not placeholder_hosts, f"placeholder hosts in the built site: {placeholder_hosts}"
+    assert clone_commands, "no page shows how to clone the repository"
+    wrong = {command: pages for command, pages in clone_commands.items()
+             if command != f"{REPOSITORY_URL}.git"}
+    assert not wrong, f"clone commands other than repository.url ({REPOSITORY_URL}.git): {wrong}"
+    shown_on = {page for pages in clone_commands.values() for page in pages}
+    assert {"book/setup.html", "book/instructor_guide.html"} <= shown_on, shown_on
+
+
+def test_an_instructors_hub_address_adds_a_jupyterhub_button(tmp_path):
+    """The one setting the instructor guide documents: launch_buttons.jupyterhub_url. A small build
+    (chapter 0 only, committed outputs) with it set gets a JupyterHub button for the repository."""
+    hub = "https://hub.university.edu"
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert not config["launch_buttons"].get("jupyterhub_url"), "as shipped, no hub is set"
+    config["launch_buttons"]["jupyterhub_url"] = hub
+    config["execute"]["execute_notebooks"] = "off"
+    config["sphinx"]["local_extensions"] = {  # they are found relative to the configuration file
+        name: str(ROOT / folder) for name, folder in config["sphinx"]["local_extensions"].items()}
+    (tmp_path / "_config.yml").write_text(yaml.safe_dump(config))
+    (tmp_path / "_toc.yml").write_text(yaml.safe_dump({"format": "jb-book", "root": "notebooks/00_setup"}))
+    build = subprocess.run(
+        [str(Path(sys.executable).with_name("jupyter-book")), "build", str(ROOT),
+         "--config", str(tmp_path / "_config.yml"), "--toc", str(tmp_path / "_toc.yml"),
+         "--path-output", str(tmp_path / "site")],
+        capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    html = (tmp_path / "site" / "_build" / "html" / "notebooks" / "00_setup.html").read_text()
+    links = [link.replace("&amp;", "&") for link in re.findall(r'href="([^"]*git-pull[^"]*)"', html)]
+    expected = expected_launch_links("notebooks/00_setup", config)["jupyterhub"]
+    assert links and all(link.startswith(expected) for link in links), links
+    assert f"repo={REPOSITORY_URL}" in links[0].replace("%3A", ":").replace("%2F", "/"), links
