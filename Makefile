@@ -29,7 +29,7 @@ EXECUTION_CACHE_INPUTS := requirements.txt requirements-dev.txt constraints.txt 
 CELL_TIMEOUT := 900
 NBVAL := --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=$(CELL_TIMEOUT)
 
-.PHONY: help env data book render test test-external test-slurm test-latest lab notebooks bench clean check-processes execution-cache
+.PHONY: help env data book render test test-external test-slurm test-latest lab notebooks bench clean check-processes execution-cache learner-notebooks wheelhouse
 
 help:
 	@echo "make book        build the executed website into _build/html (unchanged notebooks from the cache)"
@@ -38,17 +38,28 @@ help:
 	@echo "make notebooks   re-execute every notebook in place (commit the outputs)"
 	@echo "make bench       run every benchmark (writes benchmarks/results/*.json and figs/)"
 	@echo "make test-latest the suite against the newest releases, in .venv-latest (a report in _build/)"
+	@echo "make learner-notebooks  the notebooks without solutions or outputs, for a workshop (OUT=...)"
+	@echo "make wheelhouse  the learner set's wheels for an offline install (WHEELHOUSE_DIR=...), then"
+	@echo "                 on a learner's machine: make env WHEELHOUSE=that-folder"
 	@echo "make clean       remove build output (the execution cache too) and the virtual environment"
 
 # The learner set (requirements.txt) and the tools that build and test the book on top of it
 # (requirements-dev.txt). A learner who only runs the notebooks needs the first: see README.md.
+# With WHEELHOUSE=folder (a wheelhouse from `make wheelhouse`, say on a USB stick) the learner set
+# and the book's package are installed from that folder alone, with no network.
+WHEELHOUSE ?=
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] < tuple(map(int, "$(MINIMUM_PYTHON)".split("."))))' \
 	  || { echo "error: $(PYTHON) is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'); the pinned packages need $(MINIMUM_PYTHON) or newer: make PYTHON=python$(MINIMUM_PYTHON) ..." >&2; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+ifeq ($(WHEELHOUSE),)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
 	$(PY) -m pip install --quiet --no-deps -e .
+else
+	$(PY) -m pip install --quiet --no-index --find-links "$(WHEELHOUSE)" -r requirements.txt -c constraints.txt
+	$(PY) -m pip install --quiet --no-index --find-links "$(WHEELHOUSE)" --no-deps -e .
+endif
 	touch $@
 
 env: $(VENV)/.installed
@@ -121,3 +132,14 @@ check-processes:
 
 clean:
 	rm -rf _build $(VENV) .pytest_cache
+
+# Instructors: the learners' copies of the notebooks (solutions emptied, outputs cleared).
+LEARNER_NOTEBOOKS ?= _build/learner-notebooks
+learner-notebooks: env
+	$(PY) -m scaling_ml.workshop learner-notebooks "$(LEARNER_NOTEBOOKS)" --overwrite
+
+# Instructors: every wheel of the learner set for Linux x86_64 and macOS (arm64, x86_64), Python
+# 3.11-3.13, into one folder to copy to USB sticks; its report.txt says what is complete.
+WHEELHOUSE_DIR ?= _build/wheelhouse
+wheelhouse: env
+	$(PY) -m scaling_ml.wheelhouse build "$(WHEELHOUSE_DIR)"

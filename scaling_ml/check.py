@@ -49,14 +49,27 @@ class CheckResult:
         return text
 
 
-def read_pins(requirements: str | os.PathLike = REQUIREMENTS) -> dict[str, str]:
-    """``{package: version}`` for every ``name==version`` line of a requirements file."""
+def read_pins(requirements: str | os.PathLike = REQUIREMENTS, here_only: bool = False) -> dict[str, str]:
+    """``{package: version}`` for every ``name==version`` line of a requirements file.
+
+    A line may carry an environment marker (``xgboost==3.2.0; sys_platform == "darwin"``); with
+    ``here_only`` the pins whose marker does not hold on this machine are left out.
+    """
+    from packaging.requirements import InvalidRequirement, Requirement
+
     pins = {}
     for line in Path(requirements).read_text().splitlines():
         line = line.split("#", 1)[0].strip()
-        match = re.fullmatch(r"([A-Za-z0-9_.\-]+)(\[[^\]]*\])?==([^\s;]+)", line)
-        if match:
-            pins[normalise(match.group(1))] = match.group(3)
+        if not line or line.startswith("-"):
+            continue
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        exact = [spec.version for spec in requirement.specifier if spec.operator == "=="]
+        if len(exact) != 1 or (here_only and requirement.marker and not requirement.marker.evaluate()):
+            continue
+        pins[normalise(requirement.name)] = exact[0]
     return pins
 
 
@@ -189,7 +202,7 @@ def check_worker_packages(client, packages=WORKER_PACKAGES) -> list[CheckResult]
 
 
 def run_checks(start_cluster: bool = True) -> list[CheckResult]:
-    results = [check_python(), *check_pins(read_pins()), check_newsgroups(), *check_resources(),
+    results = [check_python(), *check_pins(read_pins(here_only=True)), check_newsgroups(), *check_resources(),
                check_dashboard_port()]
     if start_cluster:
         results.extend(check_cluster())

@@ -175,7 +175,7 @@ def claims_table(rows: list[dict]) -> str:
 
 def versions_table() -> str:
     table = ["| Package | Pinned | Installed where the book was built |", "|---|---|---|"]
-    for package, pinned in sorted(check.read_pins().items()):
+    for package, pinned in sorted(check.read_pins(here_only=True).items()):
         table.append(f"| {package} | {pinned} | {check.installed_version(package) or 'not installed'} |")
     return "\n".join(table)
 

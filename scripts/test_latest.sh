@@ -13,7 +13,7 @@ test -x "$VENV/bin/python" || "$PYTHON" -m venv "$VENV"
 # The learner set and the build and test tools without the versions: the newest release of each
 # direct dependency.
 cat requirements.txt requirements-dev.txt \
-  | sed -e 's/#.*//' -e '/^-r /d' -e 's/==.*//' -e '/^\s*$/d' > "$REPORT_DIR/requirements-latest.txt"
+  | sed -e 's/#.*//' -e '/^-r /d' -e 's/==[^;]*//' -e '/^\s*$/d' > "$REPORT_DIR/requirements-latest.txt"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet --upgrade -r "$REPORT_DIR/requirements-latest.txt"
 "$VENV/bin/python" -m pip install --quiet --no-deps -e .

@@ -24,3 +24,22 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("nbval coverage")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def learner_venv_from_wheelhouse(tmp_path_factory):
+    """A wheelhouse of this machine's wheels, built here, and a fresh virtual environment that
+    `make env WHEELHOUSE=...` filled from it with no package index: (venv, wheelhouse)."""
+    import subprocess
+    import sys
+
+    base = tmp_path_factory.mktemp("offline-install")
+    wheelhouse, venv = base / "wheelhouse", base / "venv"
+    build = subprocess.run([sys.executable, "-m", "scaling_ml.wheelhouse", "build", str(wheelhouse),
+                            "--host-only"], capture_output=True, text=True, cwd=ROOT)
+    assert build.returncode == 0, build.stdout + build.stderr
+    install = subprocess.run(["make", "--no-print-directory", "env", f"WHEELHOUSE={wheelhouse}",
+                              f"VENV={venv}", f"PYTHON={sys.executable}"],
+                             capture_output=True, text=True, cwd=ROOT)
+    assert install.returncode == 0, install.stdout + install.stderr
+    return venv, wheelhouse

@@ -37,7 +37,9 @@ def conda_pins(path=ROOT / "environment.yml") -> dict[str, str]:
         entries = dependency["pip"] if isinstance(dependency, dict) else [dependency]
         separator = "==" if isinstance(dependency, dict) else "="
         for entry in entries:
-            match = re.fullmatch(rf"([A-Za-z0-9_.\-]+)(\[[^\]]*\])?{separator}([^=\s]+)", entry.strip())
+            # pip entries may carry an environment marker (`; sys_platform == "darwin"`).
+            match = re.fullmatch(rf"([A-Za-z0-9_.\-]+)(\[[^\]]*\])?{separator}([^=\s;]+)(\s*;.*)?",
+                                 entry.strip())
             if match:
                 pins[check.normalise(match.group(1))] = match.group(3)
     return pins
@@ -48,8 +50,9 @@ def requirement_lines(path: Path) -> list[str]:
     return [line for line in lines if line]
 
 
-def all_pins() -> dict[str, str]:
-    return {**check.read_pins(LEARNER), **check.read_pins(DEVELOPMENT)}
+def all_pins(here_only: bool = False) -> dict[str, str]:
+    """Both sets' pins; ``here_only``: only those whose environment marker holds on this machine."""
+    return {**check.read_pins(LEARNER, here_only), **check.read_pins(DEVELOPMENT, here_only)}
 
 
 # ---- the files agree --------------------------------------------------------------------------
@@ -85,8 +88,9 @@ def test_environment_yml_is_the_learner_set_with_the_same_versions():
 
 
 def test_constraints_lock_every_pin_at_the_same_version():
+    # constraints.txt is resolved on Linux: it locks the pins that apply there.
     locked = check.read_pins(CONSTRAINTS)
-    differing = {name: (version, locked.get(name)) for name, version in all_pins().items()
+    differing = {name: (version, locked.get(name)) for name, version in all_pins(here_only=True).items()
                  if locked.get(name) != version}
     assert not differing, f"constraints.txt disagrees with the requirements files: {differing}"
 
@@ -109,6 +113,8 @@ def test_constraints_lock_exactly_what_the_pins_pull_in():
     seen, missing = {}, []
     queue = [Requirement(line) for path in (LEARNER, DEVELOPMENT)
              for line in requirement_lines(path) if not line.startswith("-r")]
+    queue = [requirement for requirement in queue
+             if requirement.marker is None or requirement.marker.evaluate()]
     while queue:
         requirement = queue.pop()
         name = canonicalize_name(requirement.name)
@@ -138,11 +144,14 @@ def test_binder_installs_the_locked_learner_set_and_nothing_else():
 
 def test_the_checker_reads_both_files(tmp_path):
     requirements = tmp_path / "requirements.txt"
-    requirements.write_text("dask[complete]==2025.1.0  # comment\nnumpy==2.4.6\n")
+    requirements.write_text("dask[complete]==2025.1.0  # comment\nnumpy==2.4.6\n"
+                            'xgboost==3.2.0; sys_platform == "no-such-platform"\n')
     environment = tmp_path / "environment.yml"
-    environment.write_text("dependencies:\n  - dask=2025.1.0\n  - numpy=2.4.5\n")
-    assert check.read_pins(requirements) == {"dask": "2025.1.0", "numpy": "2.4.6"}
-    assert conda_pins(environment) == {"dask": "2025.1.0", "numpy": "2.4.5"}
+    environment.write_text("dependencies:\n  - dask=2025.1.0\n  - numpy=2.4.5\n  - pip:\n"
+                           '      - xgboost==3.2.0; sys_platform == "no-such-platform"\n')
+    assert check.read_pins(requirements) == {"dask": "2025.1.0", "numpy": "2.4.6", "xgboost": "3.2.0"}
+    assert check.read_pins(requirements, here_only=True) == {"dask": "2025.1.0", "numpy": "2.4.6"}
+    assert conda_pins(environment) == {"dask": "2025.1.0", "numpy": "2.4.5", "xgboost": "3.2.0"}
 
 
 # ---- the minimum Python ------------------------------------------------------------------------
@@ -158,7 +167,7 @@ def oldest_supported_minor(specifier: SpecifierSet) -> int:
 def pinned_minimum_python() -> tuple[tuple[int, int], list[str]]:
     """The oldest Python every pinned package supports, and the packages that set it."""
     minimums = {}
-    for name in all_pins():
+    for name in all_pins(here_only=True):
         try:
             requires_python = metadata.metadata(name).get("Requires-Python") or ""
         except metadata.PackageNotFoundError:
