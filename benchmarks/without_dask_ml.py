@@ -202,6 +202,13 @@ def claims_from(document) -> list[measure.Claim]:
     return claims
 
 
+def draw_figures(document, figures_dir):
+    plots.save_figure(chapter.plot_route_comparison(document), f"{NAME}_search", figures_dir)
+    figure, ax = plots.new_figure(width=5)
+    chapter.plot_prediction_throughput(document, ax=ax)
+    plots.save_figure(figure, f"{NAME}_prediction", figures_dir)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -210,7 +217,14 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=5, help="seeds per search route (>= 3 for the claims)")
     parser.add_argument("--prediction-repeats", type=int, default=9,
                         help="timed repeats of each prediction method")
+    parser.add_argument("--prediction-rows", type=int, default=40_000_000,
+                        help="rows of the persisted array both prediction methods read")
+    parser.add_argument("--figures-only", action="store_true",
+                        help="redraw figs/ from benchmarks/results/without_dask_ml.json, measure nothing")
     arguments = parser.parse_args(argv)
+    if arguments.figures_only:
+        draw_figures(measure.load_results(NAME), None)
+        return 0
     cells = run_reused_cells(NOTEBOOK)
     if arguments.quick:
         seeds, max_iter = 2, 9
@@ -219,7 +233,8 @@ def main(argv=None) -> int:
     else:
         seeds, max_iter = arguments.seeds, cells["MAX_ITER"]
         # Scale up: on a real cluster, n_rows with the workers' memory (X is persisted).
-        n_rows, chunk_rows, repeats = 40_000_000, 2_000_000, arguments.prediction_repeats
+        n_rows, chunk_rows, repeats = (arguments.prediction_rows, 2_000_000,
+                                       arguments.prediction_repeats)
         results_dir = figures_dir = None
     # Every route tries as many candidates as Hyperband does for this max_iter (49 for 27).
     n_candidates = HyperbandSearchCV(SGDClassifier(), cells["parameters"],
@@ -235,21 +250,26 @@ def main(argv=None) -> int:
         for seed in range(seeds):
             runs += search_runs(client, cells, seed, n_candidates, max_iter)
         runs += prediction_runs(client, cells, n_rows, chunk_rows, repeats)
+        # Written before the cluster stops: a slow shutdown on a busy machine loses nothing.
+        claims = claims_from({"runs": runs})
+        settings = {"quick": arguments.quick, "seeds": seeds, "n_candidates": n_candidates,
+                    "max_iter": max_iter, "epochs_halving": EPOCHS, "n_blocks": cells["N_BLOCKS"],
+                    "rows_per_block": cells["ROWS_PER_BLOCK"], "n_features": cells["N_FEATURES"],
+                    "prediction_rows": n_rows, "chunk_rows": chunk_rows,
+                    "prediction_repeats": repeats}
+        extra = {"settings": settings, "total_seconds": round(time.perf_counter() - start, 1),
+                 "package_versions": measure.versions(("optuna", "optuna-integration", "lightgbm"))}
+        path = measure.write_results(NAME, claims=claims, runs=runs, extra=extra,
+                                     results_dir=results_dir)
+        document = measure.load_results(NAME, results_dir)
+        draw_figures(document, figures_dir)
     finally:
-        client.close()
-    claims = claims_from({"runs": runs})
-    settings = {"quick": arguments.quick, "seeds": seeds, "n_candidates": n_candidates,
-                "max_iter": max_iter, "epochs_halving": EPOCHS, "n_blocks": cells["N_BLOCKS"],
-                "rows_per_block": cells["ROWS_PER_BLOCK"], "n_features": cells["N_FEATURES"],
-                "prediction_rows": n_rows, "chunk_rows": chunk_rows, "prediction_repeats": repeats}
-    extra = {"settings": settings, "total_seconds": round(time.perf_counter() - start, 1),
-             "package_versions": measure.versions(("optuna", "optuna-integration", "lightgbm"))}
-    path = measure.write_results(NAME, claims=claims, runs=runs, extra=extra, results_dir=results_dir)
-    document = measure.load_results(NAME, results_dir)
-    plots.save_figure(chapter.plot_route_comparison(document), f"{NAME}_search", figures_dir)
-    figure, ax = plots.new_figure(width=5)
-    chapter.plot_prediction_throughput(document, ax=ax)
-    plots.save_figure(figure, f"{NAME}_prediction", figures_dir)
+        try:
+            with cluster.captured_logs("distributed"):  # shutdown warnings of a busy machine
+                client.close(timeout=120)
+        except TimeoutError:
+            # Seen on a machine loaded by other jobs: the nannies stop their workers after this.
+            print("note: the cluster took more than 120 s to stop", flush=True)
     print(chapter.route_comparison(document).to_string())
     for claim in claims:
         print(measure.format_claim(claim))

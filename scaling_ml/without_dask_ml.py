@@ -5,8 +5,9 @@ search with plain futures, Optuna trials on the workers, ``HalvingRandomSearchCV
 Dask backend) are written out in the notebook's cells. This module holds only what a reader need
 not type:
 
-* :func:`check_blocks_hold_whole_rows` turns the mistake that makes ``map_blocks(model.predict,
-  ...)`` fail deep inside a task (the columns split over several blocks) into a clear error;
+* :func:`check_blocks_hold_whole_rows` turns the mistake that makes ``map_blocks(
+  model.predict_proba, ...)`` fail deep inside a task (the columns split over several blocks)
+  into a clear error;
 * :func:`halving_partial_fit_calls` converts the work of a ``HalvingRandomSearchCV`` (full
   ``fit`` calls on growing samples) into the unit of the other routes, ``partial_fit`` calls on
   one training block;
@@ -27,6 +28,9 @@ ROUTES = {
     "halving": "HalvingRandomSearchCV\n(joblib's Dask backend)",
     "hyperband": "dask-ml\nHyperbandSearchCV",
 }
+# Short names for the figures' axes.
+ROUTE_TICKS = {"reference": "reference\n(futures)", "optuna": "Optuna", "halving": "Halving-\nRandomSearchCV",
+               "hyperband": "dask-ml\nHyperband"}
 PREDICTION_METHODS = ("ParallelPostFit", "map_blocks")
 
 
@@ -36,11 +40,12 @@ class WithoutDaskMLError(ValueError):
 
 def check_blocks_hold_whole_rows(X) -> None:
     """Raise :class:`WithoutDaskMLError` unless every block of the 2-d dask array ``X`` holds all
-    of its columns, as ``da.map_blocks(model.predict, X, ...)`` needs.
+    of its columns, as ``da.map_blocks(model.predict_proba, X, ...)`` (or ``transform``) needs.
 
-    ``map_blocks`` hands each block to the function as it is. A block with only some of the
-    columns makes scikit-learn fail inside a task on a worker ("X has 1 features, but ... is
-    expecting 2 features"); ``ParallelPostFit`` rechunks such an array itself.
+    ``map_blocks`` hands each block to the function as it is (only an axis given as
+    ``drop_axis`` is joined first, as for ``predict``). A block with only some of the columns makes
+    scikit-learn fail inside a task on a worker ("X has 1 features, but ... is expecting 2
+    features"); ``ParallelPostFit`` rechunks such an array itself.
     """
     shape = getattr(X, "shape", None)
     numblocks = getattr(X, "numblocks", None)
@@ -56,8 +61,8 @@ def check_blocks_hold_whole_rows(X) -> None:
     if numblocks[1] != 1:
         raise WithoutDaskMLError(
             f"The {shape[1]} columns of X are split over {numblocks[1]} blocks, so each block "
-            "would reach model.predict with only some features. Put all columns in one block "
-            "first: X = X.rechunk({1: -1}).")
+            "would reach the model (predict_proba, transform) with only some features. Put all "
+            "columns in one block first: X = X.rechunk({1: -1}).")
 
 
 def halving_partial_fit_calls(cv_results, n_samples: int, n_train: int, epochs: int,
@@ -120,10 +125,11 @@ def route_comparison(results: dict):
     return medians.reindex([route for route in ROUTES if route in medians.index])
 
 
-def prediction_medians(results: dict) -> dict:
-    """Median rows per second of each prediction method, on the same persisted chunks."""
+def prediction_medians(results: dict, statistic=np.median) -> dict:
+    """Median rows per second of each prediction method, on the same persisted chunks (or another
+    ``statistic`` of the repeats, such as ``np.min``)."""
     runs = _runs(results, "prediction")
-    return {method: float(np.median([run["rows_per_second"] for run in runs
+    return {method: float(statistic([run["rows_per_second"] for run in runs
                                      if run["method"] == method]))
             for method in PREDICTION_METHODS}
 
@@ -165,7 +171,7 @@ def plot_route_comparison(results: dict):
             values = frame.loc[frame["route"] == route, column].to_numpy(dtype=float)
             ax.bar(position, np.median(values), color=plots.COLOURS[position], alpha=0.8)
             ax.plot(np.full(len(values), position), values, "o", color="black", markersize=3)
-        ax.set_xticks(range(len(routes)), [ROUTES[route] for route in routes], fontsize=7)
+        ax.set_xticks(range(len(routes)), [ROUTE_TICKS[route] for route in routes], fontsize=8)
         ax.set_title(label)
     best = frame.loc[frame["route"] == "reference", "best_score"]
     if len(best):

@@ -92,7 +92,8 @@ def report(report_dir: Path, notebooks, versions: list[str] | None = None) -> st
     lines += ["", "## Chapter by chapter", "",
               "Strict output checks (nbval) of each notebook with the pinned set and with the newest "
               "releases. The newest-releases lane masks the versions a notebook prints "
-              "(tests/nbval_sanitize_latest.cfg); every other output must be the committed one.", ""]
+              "(tests/nbval_sanitize_latest.cfg) and ignores FutureWarning and DeprecationWarning "
+              "(they announce changes to come); every other output must be the committed one.", ""]
     lines += chapter_table(latest, pinned, notebooks)
     lines += ["", f"{len(latest)} tests with the newest releases, {len(failures)} failing. Not run "
               "there: tests/test_environment.py and tests/test_check.py (they compare what is "
