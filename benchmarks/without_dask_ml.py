@@ -47,7 +47,6 @@ from scaling_ml import cluster, measure, plots  # noqa: E402
 from scaling_ml import without_dask_ml as chapter  # noqa: E402
 
 NAME = "without_dask_ml"
-NOTEBOOK = "07_without_dask_ml.ipynb"
 EPOCHS = 3  # the halving search's SGDClassifier(max_iter=EPOCHS, tol=None), as in the chapter
 
 
@@ -225,7 +224,7 @@ def main(argv=None) -> int:
     if arguments.figures_only:
         draw_figures(measure.load_results(NAME), None)
         return 0
-    cells = run_reused_cells(NOTEBOOK)
+    cells = run_reused_cells("07_without_dask_ml.ipynb")
     if arguments.quick:
         seeds, max_iter = 2, 9
         n_rows, chunk_rows, repeats = 2_000_000, 500_000, 2

@@ -15,13 +15,15 @@
 #   the Dask workers): newer libraries announce changed defaults with them (scikit-learn 1.8+ on
 #   LogisticRegressionCV, with no argument that silences it in 1.7.2 as well). They announce a
 #   change, not a failure; the pinned lane (make test) still fails on any unexplained warning.
-# NOTEBOOKS="notebooks/07_without_dask_ml.ipynb ..." limits both runs to those notebooks.
+# NOTEBOOKS="notebooks/07_without_dask_ml.ipynb ..." limits both runs to those notebooks;
+# TESTS= (empty) leaves out the unit tests (default TESTS=tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=.venv-latest
 REPORT_DIR=_build/test-latest
 NOTEBOOKS=${NOTEBOOKS:-$(ls notebooks/[0-9][0-9]_*.ipynb notebooks/appendix_*.ipynb 2>/dev/null || true)}
+TESTS=${TESTS-tests}
 NBVAL_OPTIONS="--nbval --nbval-cell-timeout=900 -p no:cacheprovider"
 mkdir -p "$REPORT_DIR"
 
@@ -38,7 +40,7 @@ cat tests/nbval_sanitize.cfg tests/nbval_sanitize_latest.cfg > "$REPORT_DIR/nbva
 
 set +e  # failing tests are what the report is for
 # shellcheck disable=SC2086 # NOTEBOOKS and NBVAL_OPTIONS are lists of words
-PYTHONWARNINGS="ignore::FutureWarning,ignore::DeprecationWarning" "$VENV/bin/pytest" tests $NOTEBOOKS $NBVAL_OPTIONS \
+PYTHONWARNINGS="ignore::FutureWarning,ignore::DeprecationWarning" "$VENV/bin/pytest" $TESTS $NOTEBOOKS $NBVAL_OPTIONS \
   --nbval-sanitize-with "$REPORT_DIR/nbval_sanitize.cfg" --junitxml="$REPORT_DIR/junit.xml" \
   --deselect tests/test_check.py --deselect tests/test_site.py \
   -k "not test_environment" > "$REPORT_DIR/pytest.log" 2>&1
