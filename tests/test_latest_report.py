@@ -74,6 +74,11 @@ def test_the_latest_sanitize_file_masks_versions_and_nothing_else():
     assert sanitize(pinned) == sanitize(newest)
     kept = "accuracy 0.8925, 1,323 calls, 4.5 s, 12 workers"
     assert sanitize(kept) == kept
+    # Dask's SVG picture of an array: coordinates masked, the table's text kept.
+    svg_pinned = '<text x="12.706308" y="140.000000">8</text><td> 61.04 MiB </td>'
+    svg_newest = '<text x="12.706308257291242" y="140.0">8</text><td> 61.04 MiB </td>'
+    assert sanitize(svg_pinned) == sanitize(svg_newest)
+    assert "61.04 MiB" in sanitize(svg_newest)
 
 
 def test_the_lane_script_is_valid_bash_and_runs_the_report():
