@@ -305,10 +305,20 @@ def newsgroups_archive() -> Path:
     return archive
 
 
-def fill_data_home(clone: Path, data_home: Path) -> None:
-    """scikit-learn's 20 Newsgroups cache in ``data_home``, by the clone's offline import."""
-    run([sys.executable, "-m", "scaling_ml.data", "import-newsgroups", str(newsgroups_archive()),
-         "--data-home", str(data_home)], cwd=clone, env=dict(os.environ, PYTHONPATH=str(clone)))
+@contextlib.contextmanager
+def filling_data_home(clone: Path, data_home: Path):
+    """Fill scikit-learn's 20 Newsgroups cache in ``data_home`` with the clone's offline import,
+    in the background while the block runs (it takes a while); the block's end waits for it."""
+    command = [sys.executable, "-m", "scaling_ml.data", "import-newsgroups",
+               str(newsgroups_archive()), "--data-home", str(data_home)]
+    importing = subprocess.Popen(command, cwd=clone, env=dict(os.environ, PYTHONPATH=str(clone)),
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        yield
+    finally:
+        output, _ = importing.communicate(timeout=900)
+    if importing.returncode != 0:
+        raise LaneError(f"The offline import into {data_home} failed: {output.strip()}")
 
 
 def notebook_paths(clone: Path, chapters: list[str]) -> list[Path]:

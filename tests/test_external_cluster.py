@@ -16,6 +16,7 @@ _build/laptop_to_cluster/external_lane.txt.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -72,12 +73,14 @@ def test_notebooks_on_workers_in_their_own_network_namespaces():
         scratch = Path(scratch)
         clone, data_home, kernel_home = scratch / "book", scratch / "scikit_learn_data", scratch / "home"
         commit = lanes.clone_repository(clone)
-        lanes.fill_data_home(clone, data_home)
-        kernel_home.mkdir()
-        workers_python = lanes.workers_environment(scratch / "workers-venv")
-        prepared = time.perf_counter() - start
         notebooks = lanes.notebook_paths(clone, CHAPTERS)
-        with lanes.namespaced_cluster(scratch / "cluster", workers_python) as running:
+        kernel_home.mkdir()
+        with contextlib.ExitStack() as stack:
+            with lanes.filling_data_home(clone, data_home):  # meanwhile: environment, cluster
+                workers_python = lanes.workers_environment(scratch / "workers-venv")
+                running = stack.enter_context(
+                    lanes.namespaced_cluster(scratch / "cluster", workers_python))
+            prepared = time.perf_counter() - start
             lab = running.lab
             seen = _check_the_cluster_is_site_like(running, scratch / "workers-venv")
             lines.append(f"scheduler {running.address} on bridge {lab.bridge}; workers:")
@@ -87,6 +90,9 @@ def test_notebooks_on_workers_in_their_own_network_namespaces():
                            if key not in ("NEWSGROUPS_ARCHIVE", "PYTHONPATH")}
             environment.update(DASK_SCHEDULER_ADDRESS=running.address, PYTHONPATH=str(clone),
                                SCIKIT_LEARN_DATA=str(data_home), HOME=str(kernel_home))
+            where = lanes.run([sys.executable, "-c", "import scaling_ml; print(scaling_ml.__file__)"],
+                              cwd=clone, env=environment).stdout.strip()
+            assert Path(where).is_relative_to(clone), f"the kernels import the book from {where}"
             result = lanes.run_nbval(clone, notebooks, environment)
             logs = running.logs()
         lab_left = lab.leftovers()
