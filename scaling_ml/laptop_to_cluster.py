@@ -1,398 +1,275 @@
-"""Chapter 5, "From laptop to cluster": the plumbing behind the same notebooks on other clusters.
+"""Chapter 5, "From laptop to cluster": what its cells call but a reader need not type.
 
-* :func:`external_cluster`: start a real ``dask scheduler`` and ``dask worker`` processes (the
-  command-line tools a cluster administrator uses) on 127.0.0.1, and always tear them down;
-* :func:`run_nbval`: strict nbval over notebooks with ``DASK_SCHEDULER_ADDRESS`` pointing at such a
-  cluster (``python -m scaling_ml.laptop_to_cluster external-nbval NOTEBOOK...``);
-* :func:`newsgroups_grid_search`: chapter 1's grid search (HashingVectorizer -> TfidfTransformer ->
-  SGDClassifier), small enough to run through a job-queue cluster in a test;
-* :func:`slurm_cluster_options`, :func:`pbs_job_script`: dask-jobqueue settings for this book;
-* :func:`scale_up_knobs`: every ``# Scale up:`` comment of the chapters, as one table.
+The chapter starts real command-line processes, as a reader or an administrator would in a
+terminal of their own: ``dask scheduler``, ``dask worker`` and a ``dask-gateway-server``.
+
+* :func:`start_command` runs one command line in the background with its output in a log file,
+  and :meth:`BackgroundCommand.stop` stops it again with all its children (a worker's nanny
+  starts the worker as a child). Whatever a notebook started and did not stop is stopped when
+  its kernel exits, so no process outlives the notebook.
+* :func:`wait_for_file`: wait for the file a scheduler writes its address to, with a clear error
+  (``Client(scheduler_file=...)`` waits for ever when the scheduler died instead).
+* :func:`log_lines`: the lines of a log file that mention given words.
+* :func:`start_local_gateway`: a Dask Gateway server on 127.0.0.1 with its local backend, which
+  on a JupyterHub an administrator runs, not the reader.
+* :func:`scale_up_knobs` / :func:`format_knobs`: every ``# Scale up:`` comment of the chapters.
 """
 
 from __future__ import annotations
 
-import argparse
+import atexit
 import contextlib
-import functools
-import json
 import os
 import re
+import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
-import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scaling_ml import cluster
+from scaling_ml import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
-SANITIZE_FILE = PROJECT_ROOT / "tests" / "nbval_sanitize.cfg"
-CELL_TIMEOUT = 900
-
-# Chapter 1's pipeline and grid (issue 3), kept here so this chapter does not import chapter 1.
-PARAMETER_GRID = {
-    "tfidf__use_idf": (True, False),
-    "tfidf__norm": ("l1", "l2"),
-    "clf__alpha": (1e-5, 1e-6),
-}
-DEFAULT_CATEGORIES = ("alt.atheism", "sci.space")
-RANDOM_STATE = 0
+# Commands the reader types as `dask ...` (or `dask-gateway-server`) run from this environment:
+# a Jupyter kernel's PATH does not always include the environment's bin folder.
+ENVIRONMENT_BIN = Path(sys.executable).parent
 
 
 class LaptopToClusterError(RuntimeError):
-    """A cluster for this chapter could not be started, used or stopped; the message says why."""
+    """A process of this chapter could not be started, reached or stopped; the message says why."""
 
 
-# ---------------------------------------------------------------- chapter 1's grid search
-
-def newsgroups_pipeline():
-    """HashingVectorizer -> TfidfTransformer -> SGDClassifier, as in chapter 1."""
-    from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
-    from sklearn.linear_model import SGDClassifier
-    from sklearn.pipeline import Pipeline
-
-    return Pipeline([
-        ("vect", HashingVectorizer()),
-        ("tfidf", TfidfTransformer()),
-        ("clf", SGDClassifier(max_iter=1000, random_state=RANDOM_STATE)),
-    ])
-
-
-@functools.lru_cache(maxsize=1)
-def _all_category_names() -> tuple:
-    from sklearn.datasets import fetch_20newsgroups
-
-    return tuple(fetch_20newsgroups(subset="train").target_names)
-
-
-def load_newsgroups(categories=DEFAULT_CATEGORIES):
-    """The 20 Newsgroups training posts of ``categories`` (unknown names raise a clear error)."""
-    from sklearn.datasets import fetch_20newsgroups
-
-    if isinstance(categories, str):
-        categories = [categories]
-    categories = list(categories)
-    if not categories:
-        raise LaptopToClusterError(
-            "categories is empty: name at least two 20 Newsgroups categories, for example "
-            f"{list(DEFAULT_CATEGORIES)}."
-        )
-    all_names = list(_all_category_names())
-    unknown = sorted(set(categories) - set(all_names))
-    if unknown:
-        raise LaptopToClusterError(
-            f"Unknown 20 Newsgroups categories {unknown}; choose from {all_names}."
-        )
-    if len(set(categories)) < 2:
-        raise LaptopToClusterError("A classifier needs at least two different categories.")
-    return fetch_20newsgroups(subset="train", categories=categories, shuffle=True,
-                              random_state=RANDOM_STATE)
-
-
-def newsgroups_grid_search(categories=DEFAULT_CATEGORIES, parameters=None, cv: int = 3,
-                           backend: str | None = "dask", verbose: int = 0):
-    """Fit chapter 1's GridSearchCV; with ``backend="dask"`` inside joblib's dask backend.
-
-    The dask backend needs a connected ``distributed.Client`` (any cluster: local, external,
-    SLURMCluster). Returns the fitted GridSearchCV (``refit=False``).
-    """
-    import joblib
-    from sklearn.model_selection import GridSearchCV
-
-    parameters = PARAMETER_GRID if parameters is None else parameters
-    if not parameters or not all(len(values) for values in dict(parameters).values()):
-        raise LaptopToClusterError(
-            f"The parameter grid {parameters!r} is empty: give at least one value per parameter, "
-            "for example scaling_ml.laptop_to_cluster.PARAMETER_GRID."
-        )
-    data = load_newsgroups(categories)
-    search = GridSearchCV(newsgroups_pipeline(), parameters, n_jobs=-1, verbose=verbose, cv=cv,
-                          refit=False)
-    if backend is None:
-        search.fit(data.data, data.target)
-        return search
-    if backend == "dask":
-        from distributed import default_client
-
-        try:
-            default_client()
-        except ValueError:
-            raise LaptopToClusterError(
-                "The dask backend needs a connected Dask client: create one first, for example "
-                "client = cluster.get_client(), or Client(slurm_cluster)."
-            ) from None
-    with joblib.parallel_config(backend=backend):
-        search.fit(data.data, data.target)
-    return search
-
-
-def best_result(search) -> dict:
-    """Best parameters and mean CV score (rounded), for printing and comparing."""
-    return {"params": search.best_params_, "score": round(float(search.best_score_), 3)}
-
-
-# ---------------------------------------------------------------- an external cluster
-
-def _dask_executable() -> str:
-    candidate = Path(sys.executable).parent / "dask"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("dask")
-    if not found:
-        raise LaptopToClusterError(
-            "The `dask` command is not installed next to this Python: install distributed "
-            "(pip install -r requirements.txt) in this environment."
-        )
-    return found
-
-
-@dataclass
-class ExternalCluster:
-    """A running scheduler and workers started by :func:`external_cluster`."""
-
-    address: str
-    scheduler_file: Path
-    processes: list = field(default_factory=list)
-    log_dir: Path | None = None
-
-    @property
-    def pids(self) -> list[int]:
-        return [process.pid for process in self.processes]
-
-    def is_stopped(self) -> bool:
-        """True when no process of the scheduler's or the workers' process groups is alive."""
-        return not any(_process_group_alive(pid) for pid in self.pids)
-
-
-def _process_group_alive(pgid: int) -> bool:
-    """True while a live (non-zombie) process of this process group exists."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            state, process_group = fields[0], int(fields[2])
-            if process_group == pgid and state != "Z":
-                return True
-    return False
-
-
-def stop_processes(processes, timeout: float = 15) -> None:
-    """Stop each process's whole process group: SIGTERM, then SIGKILL after ``timeout`` s."""
-    groups = [process.pid for process in processes]  # started with start_new_session=True
-    for pgid in groups:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_process_group_alive(g) for g in groups):
-        for process in processes:
-            with contextlib.suppress(Exception):
-                process.poll()
-        time.sleep(0.1)
-    for pgid in groups:
-        if _process_group_alive(pgid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
-    for process in processes:
-        with contextlib.suppress(Exception):
-            process.wait(timeout=5)
-    left = [pgid for pgid in groups if _process_group_alive(pgid)]
-    if left:
-        raise LaptopToClusterError(f"Processes of groups {left} are still running after SIGKILL.")
-
-
-@contextlib.contextmanager
-def external_cluster(n_workers: int = 2, nthreads: int = 1, memory_limit: str = "auto",
-                     timeout: float = 60, log_dir: str | os.PathLike | None = None):
-    """Start ``dask scheduler`` and ``n_workers`` ``dask worker`` processes on 127.0.0.1.
-
-    Yields an :class:`ExternalCluster` (its ``address`` is what DASK_SCHEDULER_ADDRESS takes).
-    Every process runs in its own process group, and all groups are stopped on exit, also when
-    the body raises. ``memory_limit="auto"`` gives each 1-thread worker the same share of the
-    machine's memory as a LocalCluster does, so ``cluster.describe`` prints the same line.
-    """
-    for name, value in (("n_workers", n_workers), ("nthreads", nthreads)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise LaptopToClusterError(f"{name} must be a whole number >= 1, got {value!r}.")
-    dask_cli = _dask_executable()
-    workdir = Path(tempfile.mkdtemp(prefix="ch5-external-"))
-    logs = Path(log_dir) if log_dir else workdir
-    logs.mkdir(parents=True, exist_ok=True)
-    scheduler_file = workdir / "scheduler.json"
-    processes: list[subprocess.Popen] = []
-    handles = []
-
-    def start(command, log_name):
-        log = open(logs / log_name, "w")
-        handles.append(log)
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True,
-                                   cwd=workdir)
-        processes.append(process)
-        return process
-
-    failed = True
-    try:
-        scheduler = start([dask_cli, "scheduler", "--host", cluster.LOOPBACK, "--port", "0",
-                           "--dashboard-address", f"{cluster.LOOPBACK}:0",
-                           "--scheduler-file", str(scheduler_file)], "scheduler.log")
-        deadline = time.monotonic() + timeout
-        address = None
-        while time.monotonic() < deadline:
-            if scheduler.poll() is not None:
-                raise LaptopToClusterError(
-                    f"`dask scheduler` exited with code {scheduler.returncode}; see "
-                    f"{logs / 'scheduler.log'}."
-                )
-            with contextlib.suppress(OSError, ValueError):
-                address = json.loads(scheduler_file.read_text())["address"]
-                break
-            time.sleep(0.1)
-        if address is None:
-            raise LaptopToClusterError(f"`dask scheduler` did not start within {timeout} s.")
-        for index in range(n_workers):
-            start([dask_cli, "worker", address, "--host", cluster.LOOPBACK, "--nworkers", "1",
-                   "--nthreads", str(nthreads), "--memory-limit", str(memory_limit),
-                   "--no-dashboard", "--local-directory", str(workdir / f"worker-{index}"),
-                   "--name", f"external-worker-{index}"], f"worker-{index}.log")
-        from distributed import Client
-
-        with Client(address, timeout=timeout) as client:
-            try:
-                client.wait_for_workers(n_workers, timeout=timeout)
-            except TimeoutError:
-                raise LaptopToClusterError(
-                    f"Only {len(client.scheduler_info()['workers'])} of {n_workers} workers connected within "
-                    f"{timeout} s; see the worker logs in {logs}."
-                ) from None
-        yield ExternalCluster(address=address, scheduler_file=scheduler_file,
-                              processes=list(processes), log_dir=logs)
-        failed = False
-    finally:
-        try:
-            stop_processes(processes)
-        finally:
-            for handle in handles:
-                handle.close()
-            if failed and log_dir is None:
-                print(f"external cluster logs kept in {workdir}", file=sys.stderr)
-            else:
-                shutil.rmtree(workdir, ignore_errors=True)
-
-
-def chapter_notebooks(directory: str | os.PathLike = NOTEBOOK_DIR) -> list[Path]:
-    """Every chapter notebook (``NN_name.ipynb``), in order."""
-    return sorted(Path(directory).glob(NOTEBOOK_PATTERN))
-
-
-def nbval_command(notebooks, extra_args=()) -> list[str]:
-    """The strict nbval command of the default test lane, for ``notebooks``."""
-    notebooks = [str(notebook) for notebook in notebooks]
-    if not notebooks:
-        raise LaptopToClusterError(
-            f"No notebooks to run: give notebook paths, or put {NOTEBOOK_PATTERN} files in "
-            f"{NOTEBOOK_DIR}."
-        )
-    missing = [notebook for notebook in notebooks if not Path(notebook).is_file()]
-    if missing:
-        raise LaptopToClusterError(f"Notebooks not found: {missing}.")
-    return [sys.executable, "-m", "pytest", "--nbval", "--nbval-sanitize-with", str(SANITIZE_FILE),
-            f"--nbval-cell-timeout={CELL_TIMEOUT}", "-p", "no:cacheprovider", "-q",
-            *extra_args, *notebooks]
-
-
-def run_nbval(notebooks, address: str, timeout: float | None = None,
-              extra_args=()) -> subprocess.CompletedProcess:
-    """Run strict nbval over ``notebooks`` in a subprocess connected to the scheduler ``address``."""
-    env = dict(os.environ, DASK_SCHEDULER_ADDRESS=address)
-    return subprocess.run(nbval_command(notebooks, extra_args), cwd=PROJECT_ROOT, env=env,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def external_nbval(notebooks=None, n_workers: int = 2, log_dir=None) -> int:
-    """Start an external cluster, run strict nbval over ``notebooks`` against it, stop it.
-
-    Returns pytest's exit code. Prints the seconds the lane took.
-    """
-    notebooks = chapter_notebooks() if not notebooks else list(notebooks)
-    start = time.perf_counter()
-    with external_cluster(n_workers=n_workers, log_dir=log_dir) as running:
-        print(f"external cluster at {running.address}: scheduler and {n_workers} workers "
-              f"(pids {running.pids})", flush=True)
-        result = run_nbval(notebooks, running.address)
-    print(f"external-cluster lane: {len(notebooks)} notebooks, exit code {result.returncode}, "
-          f"{time.perf_counter() - start:.0f} s", flush=True)
-    return result.returncode
-
-
-# ---------------------------------------------------------------- dask-jobqueue
-
-def slurm_cluster_options(cores: int = 1, memory: str = "2GiB", walltime: str = "00:30:00",
-                          queue: str | None = None, log_directory: str | None = None,
-                          local_directory: str | None = None) -> dict:
-    """SLURMCluster keyword arguments for 1-process workers of this book.
-
-    ``interface="lo"`` keeps scheduler and workers on 127.0.0.1 (a single-node test cluster);
-    on a real cluster use the nodes' network interface instead, for example "ib0" or "eth0".
-    """
-    if not isinstance(cores, int) or cores < 1:
-        raise LaptopToClusterError(f"cores must be a whole number >= 1, got {cores!r}.")
-    options = dict(cores=cores, processes=1, memory=memory, walltime=walltime,
-                   interface="lo", python=sys.executable,
-                   # The dashboard on loopback too (its default listens on every interface).
-                   scheduler_options={"dashboard_address": f"{cluster.LOOPBACK}:0"},
-                   local_directory=local_directory or tempfile.gettempdir())
-    if queue:
-        options["queue"] = queue
-    if log_directory:
-        options["log_directory"] = log_directory
-    return options
-
-
-def job_script_lines(script: str) -> list[str]:
-    """A job script without lines that change from machine to machine (paths, addresses)."""
-    lines = []
-    for line in script.splitlines():
-        line = re.sub(r"tcp://[0-9.]+:\d+", "tcp://SCHEDULER:PORT", line)
-        line = line.replace(sys.executable, "python")
-        line = re.sub(r"--local-directory \S+", "--local-directory LOCAL_DIR", line)
-        lines.append(line)
-    return lines
-
-
-# ---------------------------------------------------------------- Slurm daemons
-
-SLURM_START = PROJECT_ROOT / "scripts" / "slurm_start.sh"
-SLURM_STOP = PROJECT_ROOT / "scripts" / "slurm_stop.sh"
-SLURM_DAEMONS = ("slurmctld", "slurmd", "munged")
-
-
-def live_processes(name: str) -> list[int]:
-    """PIDs of live (non-zombie) processes whose command name is exactly ``name``."""
+def _live_pids_in_group(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group ``pgid``."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, IndexError, ValueError):
-            text = stat.read_text()
-            command = text[text.index("(") + 1:text.rindex(")")]
-            state = text.rsplit(")", 1)[1].split()[0]
-            if command == name and state != "Z":
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
                 found.append(int(stat.parent.name))
     return found
 
 
-def squeue(user: str | None = None) -> str:
-    """``squeue``'s output (the jobs of ``user``, or all jobs)."""
-    command = ["squeue"] + ([f"--user={user}"] if user else [])
-    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+@dataclass
+class BackgroundCommand:
+    """A command line running in the background in its own process group (see start_command)."""
+
+    command: list[str]
+    log_file: Path
+    process: subprocess.Popen = field(repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def is_running(self) -> bool:
+        """True while the command or any process it started is alive."""
+        return bool(_live_pids_in_group(self.pid))
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+    def stop(self, timeout: float = 15) -> None:
+        """Stop the command and every process it started: SIGTERM, then SIGKILL after ``timeout``."""
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, sig)
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and self.is_running():
+                with contextlib.suppress(Exception):
+                    self.process.poll()
+                time.sleep(0.1)
+            if not self.is_running():
+                break
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=5)
+        if self.is_running():
+            raise LaptopToClusterError(
+                f"`{' '.join(self.command[:2])}` (process group {self.pid}) still runs after SIGKILL.")
+        with contextlib.suppress(ValueError):
+            _STARTED.remove(self)
+
+
+_STARTED: list[BackgroundCommand] = []
+
+
+@atexit.register
+def _stop_what_is_left() -> None:
+    for command in list(_STARTED):
+        with contextlib.suppress(Exception):
+            command.stop(timeout=5)
+
+
+def _resolve(program: str) -> str:
+    beside_python = ENVIRONMENT_BIN / program
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which(program)
+    if found is None:
+        raise LaptopToClusterError(
+            f"The command `{program}` is not installed in this environment ({ENVIRONMENT_BIN}) nor "
+            "on PATH: install the book's packages (pip install -r requirements.txt).")
+    return found
+
+
+def start_command(command: list[str], log_file: str | os.PathLike,
+                  cwd: str | os.PathLike | None = None,
+                  env: dict[str, str] | None = None) -> BackgroundCommand:
+    """Run ``command`` (a list, as typed in a terminal) in the background; output to ``log_file``.
+
+    ``dask`` and the other commands of this environment are run from it even when the kernel's
+    PATH lacks its bin folder. ``env``: extra environment variables.
+    """
+    if isinstance(command, str) or not command or not all(isinstance(part, str) for part in command):
+        raise LaptopToClusterError(
+            f"Give the command as a list of strings, for example ['dask', 'scheduler', '--port', "
+            f"'0'], not {command!r}.")
+    log_file = Path(log_file)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    full_command = [_resolve(command[0]), *command[1:]]
+    environment = dict(os.environ, **(env or {}))
+    # The command's own bin folder first, so that what it starts in turn comes from there too.
+    environment["PATH"] = f"{ENVIRONMENT_BIN}{os.pathsep}{environment.get('PATH', '')}"
+    with open(log_file, "w") as log:
+        process = subprocess.Popen(full_command, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, cwd=cwd, env=environment,
+                                   start_new_session=True)
+    started = BackgroundCommand(command=list(command), log_file=log_file, process=process)
+    _STARTED.append(started)
+    return started
+
+
+def wait_for_file(path: str | os.PathLike, started: BackgroundCommand,
+                  timeout: float = 60) -> Path:
+    """Wait until ``started`` has written ``path`` (a scheduler file); a clear error if it exits."""
+    path = Path(path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.is_file() and path.stat().st_size:
+            return path
+        if started.process.poll() is not None:
+            raise LaptopToClusterError(
+                f"`{' '.join(started.command[:2])}` exited with code {started.process.returncode} "
+                f"before writing {path.name}. Its log ({started.log_file}) ends with:\n"
+                + "\n".join(started.log().splitlines()[-10:]))
+        time.sleep(0.1)
+    raise LaptopToClusterError(f"{path} did not appear within {timeout} s; see {started.log_file}.")
+
+
+def log_lines(log_file: str | os.PathLike, *words: str) -> list[str]:
+    """The lines of ``log_file`` that contain any of ``words`` (every line without words)."""
+    text = Path(log_file).read_text(errors="replace") if Path(log_file).exists() else ""
+    return [line for line in text.splitlines() if not words or any(w in line for w in words)]
+
+
+# ---------------------------------------------------------------- Dask Gateway
+
+def _free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+GATEWAY_CONFIG = """\
+# dask-gateway-server configuration written by scaling_ml.laptop_to_cluster (chapter 5).
+# Everything on 127.0.0.1; clusters run as local processes of this user (UnsafeLocalBackend:
+# for a single-user test only, a hub uses the Kubernetes, jobqueue or local backend).
+c.DaskGateway.address = "127.0.0.1:{api_port}"       # the gateway's private API
+c.Proxy.address = "127.0.0.1:{proxy_port}"           # what clients (and schedulers) connect to
+c.DaskGateway.backend_class = "dask_gateway_server.backends.local.UnsafeLocalBackend"
+c.UnsafeLocalBackend.clusters_directory = {clusters!r}
+c.DaskGateway.authenticator_class = "dask_gateway_server.auth.SimpleAuthenticator"
+c.SimpleAuthenticator.password = {password!r}
+# `dask scheduler` / `dask worker` from this environment: the default commands, dask-scheduler
+# and dask-worker, are no longer installed by distributed 2026.6.0 and later.
+c.ClusterConfig.scheduler_cmd = [{dask!r}, "scheduler"]
+c.ClusterConfig.worker_cmd = [{dask!r}, "worker"]
+c.ClusterConfig.worker_cores = 1
+c.ClusterConfig.worker_memory = "2 G"
+c.ClusterConfig.idle_timeout = 600                   # seconds before an unused cluster is shut down
+"""
+
+
+@dataclass
+class LocalGateway:
+    """A running ``dask-gateway-server`` (see start_local_gateway)."""
+
+    address: str
+    password: str
+    server: BackgroundCommand
+    clusters_directory: Path
+
+    def cluster_processes(self) -> list[int]:
+        """Processes of the gateway's clusters (they run inside its clusters directory)."""
+        found = []
+        for cwd in Path("/proc").glob("[0-9]*/cwd"):
+            with contextlib.suppress(OSError):
+                if Path(os.readlink(cwd)).is_relative_to(self.clusters_directory):
+                    found.append(int(cwd.parent.name))
+        return found
+
+    def stop(self) -> None:
+        """Stop the server; it shuts its clusters down first. Then check that none is left."""
+        self.server.stop(timeout=30)
+        left = self.cluster_processes()
+        for pid in left:  # only if the server could not stop them itself
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if left:
+            raise LaptopToClusterError(
+                f"The gateway left cluster processes {left} running; they were killed. See "
+                f"{self.server.log_file}.")
+
+
+def start_local_gateway(directory: str | os.PathLike, timeout: float = 60) -> LocalGateway:
+    """Start ``dask-gateway-server`` on 127.0.0.1 with its local backend; wait until it answers.
+
+    Its configuration, log and clusters go to ``directory``. Clients connect to
+    ``LocalGateway.address`` (the gateway's proxy) with user name anything and its ``password``.
+    """
+    directory = Path(directory)
+    clusters = directory / "clusters"
+    clusters.mkdir(parents=True, exist_ok=True)
+    api_port, proxy_port = _free_port(), _free_port()
+    while proxy_port == api_port:
+        proxy_port = _free_port()
+    password = secrets.token_urlsafe(16)
+    config = directory / "dask_gateway_config.py"
+    config.write_text(GATEWAY_CONFIG.format(
+        api_port=api_port, proxy_port=proxy_port, clusters=str(clusters), password=password,
+        dask=_resolve("dask")))
+    server = start_command(["dask-gateway-server", "--config", str(config)],
+                           log_file=directory / "gateway.log", cwd=directory)
+    address = f"http://127.0.0.1:{proxy_port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise LaptopToClusterError(
+                f"dask-gateway-server exited with code {server.process.returncode}; its log "
+                f"({server.log_file}) ends with:\n" + "\n".join(server.log().splitlines()[-10:]))
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"{address}/api/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return LocalGateway(address, password, server, clusters)
+        time.sleep(0.2)
+    server.stop()
+    raise LaptopToClusterError(f"dask-gateway-server did not answer within {timeout} s; see "
+                               f"{server.log_file}.")
 
 
 # ---------------------------------------------------------------- the Scale up table
 
 SCALE_UP = re.compile(r"#\s*Scale up:\s*(.*)")
+
+
+def chapter_notebooks(directory: str | os.PathLike = PROJECT_ROOT / "notebooks") -> list[Path]:
+    """Every chapter notebook (``NN_name.ipynb``), in order."""
+    return sorted(Path(directory).glob(NOTEBOOK_PATTERN))
 
 
 def scale_up_knobs(notebooks=None) -> list[dict]:
@@ -439,26 +316,3 @@ def format_knobs(rows) -> str:
         lines.append(f"  {row['knob']}")
         lines.append(f"      -> {row['on a real cluster']}")
     return "\n".join(lines)
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m scaling_ml.laptop_to_cluster",
-        description="Run the chapter notebooks through strict nbval on an external dask cluster.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("external-nbval", help="start a scheduler and workers, run nbval, stop")
-    run.add_argument("notebooks", nargs="*", help=f"default: notebooks/{NOTEBOOK_PATTERN}")
-    run.add_argument("--workers", type=int, default=2)
-    run.add_argument("--log-dir", default=None, help="keep the scheduler and worker logs here")
-    arguments = parser.parse_args(argv)
-    try:
-        return external_nbval(arguments.notebooks, n_workers=arguments.workers,
-                              log_dir=arguments.log_dir)
-    except LaptopToClusterError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Run chapter notebooks through strict nbval on an external Dask cluster (chapter 5):
-# starts `dask scheduler` and two `dask worker` processes on 127.0.0.1 from .venv, sets
-# DASK_SCHEDULER_ADDRESS, runs nbval with tests/nbval_sanitize.cfg, and stops every process
-# it started, also when a notebook fails. Exit code: pytest's.
-#   scripts/external_cluster.sh                      # every notebooks/NN_*.ipynb
-#   scripts/external_cluster.sh notebooks/00_setup.ipynb --log-dir _build/external-logs
+# Chapter 5's external-cluster lane by hand (make test runs it too): a `dask scheduler` on a bridge
+# of this machine, each `dask worker` in its own network namespace, run from an environment
+# without the book's package, and strict nbval of chapters from a fresh clone of HEAD against
+# them (tests/test_external_cluster.py says what exactly). Needs root. Exit code: pytest's.
+#   scripts/external_cluster.sh            # chapters 00 01 03 04
+#   scripts/external_cluster.sh 00 03      # only these chapters
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec .venv/bin/python -m scaling_ml.laptop_to_cluster external-nbval "$@"
+if [[ $# -gt 0 ]]; then
+  export LANE_CHAPTERS="$*"
+fi
+export NEWSGROUPS_ARCHIVE=${NEWSGROUPS_ARCHIVE:-../shared/data/20news-bydate.tar.gz}
+exec .venv/bin/pytest -s -p no:cacheprovider tests/test_external_cluster.py \
+  -k notebooks_on_workers_in_their_own_network_namespaces

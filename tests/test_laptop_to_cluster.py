@@ -1,101 +1,87 @@
-"""Unit tests of scaling_ml.laptop_to_cluster (chapter 5): fast, real components only."""
+"""Unit tests of scaling_ml.laptop_to_cluster and of chapter 5's job-queue cells (fast, real
+components: real processes, real dask-jobqueue job scripts; no batch system needed)."""
 
+from __future__ import annotations
+
+import contextlib
+import io
+import os
 import sys
+import time
+from pathlib import Path
 
+import dask
 import nbformat
 import pytest
-from dask_jobqueue import PBSCluster, SLURMCluster
+import yaml
 
-from scaling_ml import cluster
-from scaling_ml import laptop_to_cluster as ltc
+from scaling_ml import laptop_to_cluster as chapter
+from tests import lanes
 
-
-def test_dask_backend_without_a_client():
-    from distributed import default_client
-
-    # First in this file: the module's client fixture is not started yet.
-    with pytest.raises(ValueError):
-        default_client()
-    with pytest.raises(ltc.LaptopToClusterError, match="needs a connected Dask client"):
-        ltc.newsgroups_grid_search(parameters={"clf__alpha": (1e-5,)})
+NOTEBOOKS = lanes.PROJECT_ROOT / "notebooks"
 
 
-@pytest.fixture(scope="module")
-def client():
-    client = cluster.get_client(n_workers=2)
-    yield client
-    client.close()
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
-def test_grid_search_runs_on_the_dask_backend(client):
-    search = ltc.newsgroups_grid_search(parameters={"clf__alpha": (1e-5,)}, cv=2)
-    assert len(search.cv_results_["params"]) == 1
-    assert 0.9 < search.best_score_ <= 1.0
+@pytest.mark.parametrize("command", ["dask scheduler", [], ["dask", 8786]])
+def test_start_command_wants_a_list_of_strings(command, tmp_path):
+    with pytest.raises(chapter.LaptopToClusterError, match="list of strings"):
+        chapter.start_command(command, log_file=tmp_path / "log")
 
 
-def test_grid_search_is_reproducible(client):
-    grid = {"tfidf__norm": ("l1", "l2")}
-    first = ltc.best_result(ltc.newsgroups_grid_search(parameters=grid, cv=2))
-    second = ltc.best_result(ltc.newsgroups_grid_search(parameters=grid, cv=2, backend=None))
-    assert first == second
+def test_start_command_names_a_missing_program(tmp_path):
+    with pytest.raises(chapter.LaptopToClusterError, match="`no-such-program-ch5` is not installed"):
+        chapter.start_command(["no-such-program-ch5"], log_file=tmp_path / "log")
 
 
-def test_the_grid_is_chapter_ones():
-    assert ltc.PARAMETER_GRID == {"tfidf__use_idf": (True, False), "tfidf__norm": ("l1", "l2"),
-                                  "clf__alpha": (1e-5, 1e-6)}
-    steps = [type(step).__name__ for _, step in ltc.newsgroups_pipeline().steps]
-    assert steps == ["HashingVectorizer", "TfidfTransformer", "SGDClassifier"]
+def test_stop_ends_the_command_and_everything_it_started(tmp_path):
+    marker = tmp_path / "children"
+    started = chapter.start_command(
+        ["bash", "-c", f"sleep 300 & sleep 300 & echo $! > {marker}; echo started; wait"],
+        log_file=tmp_path / "logs" / "shell.log")
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child = int(marker.read_text())
+    assert started.is_running() and _alive(child)
+    started.stop(timeout=5)
+    assert not started.is_running() and not _alive(child)
+    assert started.log().strip() == "started"
+    assert started not in chapter._STARTED
 
 
-@pytest.mark.parametrize("categories, message", [
-    (["sci.space", "no.such.group"], "Unknown 20 Newsgroups categories"),
-    ([], "categories is empty"),
-    (["sci.space", "sci.space"], "at least two different"),
-])
-def test_bad_categories(categories, message):
-    with pytest.raises(ltc.LaptopToClusterError, match=message):
-        ltc.load_newsgroups(categories)
+def test_dask_comes_from_this_environment(tmp_path):
+    started = chapter.start_command(["dask", "--version"], log_file=tmp_path / "version.log")
+    assert started.process.wait(timeout=120) == 0
+    assert started.command == ["dask", "--version"]
+    assert started.process.args[0] == str(Path(sys.executable).parent / "dask")
+    from dask import __version__
+
+    assert __version__ in started.log()
 
 
-@pytest.mark.parametrize("grid", [{}, {"clf__alpha": ()}])
-def test_empty_grid(grid):
-    with pytest.raises(ltc.LaptopToClusterError, match="grid .* is empty"):
-        ltc.newsgroups_grid_search(parameters=grid, backend=None)
+def test_wait_for_file_reports_a_command_that_died(tmp_path):
+    started = chapter.start_command(
+        [sys.executable, "-c", "print('no such interface: ib0'); raise SystemExit(3)"],
+        log_file=tmp_path / "scheduler.log")
+    with pytest.raises(chapter.LaptopToClusterError, match=r"(?s)exited with code 3.*no such interface"):
+        chapter.wait_for_file(tmp_path / "scheduler.json", started, timeout=60)
+    (tmp_path / "ready.json").write_text("{}")
+    assert chapter.wait_for_file(tmp_path / "ready.json", started) == tmp_path / "ready.json"
 
 
-@pytest.mark.parametrize("option", [{"n_workers": 0}, {"nthreads": "2"}, {"n_workers": True}])
-def test_external_cluster_bad_sizes(option):
-    with pytest.raises(ltc.LaptopToClusterError, match="whole number"):
-        with ltc.external_cluster(**option):
-            pass
-
-
-def test_nbval_command_bad_notebooks(tmp_path):
-    with pytest.raises(ltc.LaptopToClusterError, match="No notebooks"):
-        ltc.nbval_command([])
-    with pytest.raises(ltc.LaptopToClusterError, match="not found"):
-        ltc.nbval_command([tmp_path / "missing.ipynb"])
-    command = ltc.nbval_command(ltc.chapter_notebooks())
-    assert "--nbval" in command and str(ltc.SANITIZE_FILE) in command
-
-
-def test_chapter_notebooks_are_numbered():
-    names = [path.name for path in ltc.chapter_notebooks()]
-    assert "00_setup.ipynb" in names and names == sorted(names)
-
-
-def test_slurm_options_and_job_scripts():
-    with pytest.raises(ltc.LaptopToClusterError, match="cores"):
-        ltc.slurm_cluster_options(cores=0)
-    options = ltc.slurm_cluster_options(cores=4, memory="16GiB", walltime="02:00:00", queue="gpu")
-    with SLURMCluster(**options) as slurm:
-        script = "\n".join(ltc.job_script_lines(slurm.job_script()))
-    assert "#SBATCH -p gpu" in script and "#SBATCH --cpus-per-task=4" in script
-    assert "#SBATCH --mem=16G" in script and "#SBATCH -t 02:00:00" in script
-    assert sys.executable not in script and "tcp://SCHEDULER:PORT" in script
-    with PBSCluster(**ltc.slurm_cluster_options()) as pbs:
-        script = "\n".join(ltc.job_script_lines(pbs.job_script()))
-    assert "#PBS -l select=1:ncpus=1:mem=2048MB" in script
+def test_log_lines(tmp_path):
+    log = tmp_path / "worker.log"
+    log.write_text("a Waiting to connect\nb other\nc Timed out\n")
+    assert chapter.log_lines(log, "Waiting", "Timed out") == ["a Waiting to connect", "c Timed out"]
+    assert len(chapter.log_lines(log)) == 3
+    assert chapter.log_lines(tmp_path / "missing.log", "x") == []
 
 
 def test_scale_up_knobs(tmp_path):
@@ -108,15 +94,80 @@ def test_scale_up_knobs(tmp_path):
     ]
     path = tmp_path / "01_demo.ipynb"
     nbformat.write(notebook, path)
-    assert ltc.scale_up_knobs([path]) == [{
+    rows = chapter.scale_up_knobs([path])
+    assert rows == [{
         "chapter": "01_demo", "knob": "categories = ['a', 'b']",
         "on a real cluster": "use all 20 categories on a cluster.",
     }, {"chapter": "01_demo", "knob": "N = 10", "on a real cluster": "1000"}]
+    assert chapter.format_knobs(rows).splitlines()[:2] == ["01_demo", "  categories = ['a', 'b']"]
 
 
-def test_live_processes_finds_this_python():
-    import os
+def test_chapter_notebooks_are_numbered():
+    names = [path.name for path in chapter.chapter_notebooks()]
+    assert "00_setup.ipynb" in names and names == sorted(names)
 
-    name = open(f"/proc/{os.getpid()}/comm").read().strip()
-    assert os.getpid() in ltc.live_processes(name)
-    assert ltc.live_processes("no-such-daemon-ch5") == []
+
+# ---------------------------------------------------------------- the chapter's job-queue cells
+
+def _run_cell(contains: str) -> tuple[dict, str]:
+    namespace = {"Path": Path, "sys": sys, "os": os}
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(lanes.chapter_code_cell(contains), namespace)
+    return namespace, printed.getvalue()
+
+
+def test_the_chapters_slurm_cell_asks_for_what_its_comments_say():
+    namespace, script = _run_cell("slurm_cluster = SLURMCluster(")
+    namespace["slurm_cluster"].close()
+    home = str(Path.home())
+    for line in ("#SBATCH -p debug", "#SBATCH -A scaling-ml", "#SBATCH --cpus-per-task=1",
+                 "#SBATCH --mem=2G", "#SBATCH -t 00:30:00",
+                 f"#SBATCH -e {home}/dask-logs/dask-worker-%J.err",
+                 f"#SBATCH -o {home}/dask-logs/dask-worker-%J.out",
+                 f"source {sys.prefix}/bin/activate"):
+        assert line in script.splitlines(), line
+    worker = next(line for line in script.splitlines() if "dask_worker" in line)
+    assert worker.startswith("python -m distributed.cli.dask_worker tcp://127.0.0.1:")
+    for option in ("--memory-limit 2.00GiB", "--local-directory /tmp", "--interface lo"):
+        assert option in worker
+    # The one setting that differs from a site's is marked as the demo's, in the cell.
+    cell = lanes.chapter_code_cell("slurm_cluster = SLURMCluster(")
+    assert 'interface="lo",             # THIS DEMO ONLY' in cell
+
+
+def test_the_chapters_pbs_cell_has_the_directives_the_chapter_explains():
+    _, script = _run_cell("pbs_cluster = PBSCluster(")
+    lines = script.splitlines()
+    for line in ("#PBS -N dask-worker", "#PBS -q workq", "#PBS -A scaling-ml",
+                 "#PBS -l select=1:ncpus=1:mem=2GB", "#PBS -l walltime=00:30:00",
+                 f"#PBS -e {Path.home()}/dask-logs/", f"#PBS -o {Path.home()}/dask-logs/",
+                 f"source {sys.prefix}/bin/activate"):
+        assert line in lines, line
+    worker = [line for line in lines if line][-1]
+    assert "--interface lo" in worker and "--memory-limit 2.00GiB" in worker
+
+
+@pytest.mark.parametrize("kind", ["slurm", "pbs"])
+def test_jobqueue_yaml_gives_a_sites_job_script(kind):
+    from dask_jobqueue import PBSCluster, SLURMCluster
+
+    settings = yaml.safe_load((NOTEBOOKS / "jobqueue.yaml").read_text())
+    site = settings["jobqueue"][kind]
+    assert site["interface"] == "ib0" and site["cores"] == 32 and site["processes"] == 8
+    with dask.config.set(dask.config.merge(dask.config.config, settings)):
+        cluster_class = SLURMCluster if kind == "slurm" else PBSCluster
+        with cluster_class(interface="lo", log_directory=str(Path.home() / "dask-logs")) as made:
+            script = made.job_script()
+    expected = {"slurm": ["#SBATCH -p regular", "#SBATCH -A my-project",
+                          "#SBATCH --cpus-per-task=32", "#SBATCH --mem=120G", "#SBATCH -t 02:00:00"],
+                "pbs": ["#PBS -q workq", "#PBS -A my-project", "#PBS -l select=1:ncpus=32:mem=120GB",
+                        "#PBS -l walltime=02:00:00"]}[kind]
+    for line in [*expected, "module load python/3.11",
+                 "source /scratch/my-project/envs/scaling-ml/bin/activate"]:
+        assert line in script.splitlines(), line
+    worker = [line for line in script.splitlines() if line][-1]
+    for option in ("--nworkers 8", "--nthreads 4", "--memory-limit 15.00GiB",
+                   "--local-directory $TMPDIR"):
+        assert option in worker
+    assert worker.startswith("python -m distributed.cli.dask_worker")
