@@ -1,20 +1,23 @@
 """Chapter 2 benchmark: predict on a lazily generated array larger than memory.
 
-Claims (written to benchmarks/results/predict_large_data.json):
-* a run on a lazily generated array of >= 32 GiB (logical size of X) completes, predictions written
-  to zarr, with peak cluster memory (distributed's MemorySampler) <= 4 GiB;
+It measures the chapter's own code: the notebook's cells tagged ``reused-by-benchmark`` (the
+model, ``draw_labels`` / ``draw_features`` and ``lazy_classification``). Claims (written to
+benchmarks/results/predict_large_data.json):
+
+* a run on a lazily generated X of >= 32 GiB completes, predictions written to zarr, with peak
+  cluster memory (distributed's MemorySampler) <= 4 GiB;
 * the Dask pipeline's throughput (rows/s) on 2 workers, on a cluster set up for throughput, is
   >= 90% of this machine's ceiling: a plain 2-process concurrent.futures pool doing the same
-  per-chunk work, under the process memory settings with which it is fastest. Every column of
-  SETTINGS is measured (the processes' memory settings, chapter.MEMORY_SETTINGS, and the
-  cluster's Dask configuration), each with a single process, the pool, the pool's per-chunk
+  per-block work (``_predict_baselines.score_block``), under the process memory settings with which
+  it is fastest. Every column of SETTINGS is measured (the processes' memory settings and the
+  cluster's Dask configuration), each with a single process, the pool, the pool's per-block
   function as Dask futures, the pipeline, and, to size Dask's copy of every block, the pipeline
   with that copy skipped (a measurement only: the workers are patched for that row);
-* keeping memory (no page faults per chunk) speeds up the Dask pipeline over Dask's default
-  worker settings, and chapter.THROUGHPUT_SCHEDULING speeds it up further;
-* the chunk-size curve: tuned chunks against the original tutorial's 1000-row chunks.
+* keeping memory (no page faults per block) speeds up the Dask pipeline over Dask's default worker
+  settings, and THROUGHPUT_SCHEDULING speeds it up further;
+* the chunk-size curve: blocks of millions of rows against the original tutorial's 1,000 rows.
 
-    .venv/bin/python benchmarks/predict_large_data.py           # the full run (minutes)
+    .venv/bin/python benchmarks/predict_large_data.py           # the full run (about 30 min)
     .venv/bin/python benchmarks/predict_large_data.py --quick   # smoke run, writes to a temp dir
 """
 
@@ -30,11 +33,14 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import dask  # noqa: E402
 import numpy as np  # noqa: E402
-from dask_ml.wrappers import ParallelPostFit  # noqa: E402
-from sklearn.datasets import make_classification  # noqa: E402
-from sklearn.linear_model import LogisticRegressionCV  # noqa: E402
+from dask_ml.metrics import accuracy_score  # noqa: E402
+from distributed.diagnostics import MemorySampler  # noqa: E402
 
+import _predict_baselines as baselines  # noqa: E402
+import _predict_settings as process_settings  # noqa: E402
+from _notebook_cells import run_reused_cells  # noqa: E402
 from scaling_ml import measure, plots  # noqa: E402
 from scaling_ml import predict_large_data as chapter  # noqa: E402
 
@@ -43,91 +49,75 @@ SEED = 2025
 # Columns of the throughput table: {name: (memory setting of every process, Dask configuration
 # of the cluster while it starts)}. Throughput scheduling changes only Dask, so the plain rows of
 # that column re-measure "memory kept", interleaved with the Dask rows they are compared with.
+DASK_DEFAULT = process_settings.DASK_DEFAULT_SETTINGS
 THROUGHPUT_SCHEDULING = "memory kept, throughput scheduling"
 SETTINGS = {
-    chapter.DASK_DEFAULT_SETTINGS: (chapter.DASK_DEFAULT_SETTINGS, None),
+    DASK_DEFAULT: (DASK_DEFAULT, None),
     "glibc's default": ("glibc's default", None),
     "memory kept": ("memory kept", None),
-    THROUGHPUT_SCHEDULING: ("memory kept", chapter.THROUGHPUT_SCHEDULING),
+    THROUGHPUT_SCHEDULING: ("memory kept", process_settings.THROUGHPUT_SCHEDULING),
 }
 # "dask pipeline (2 workers)" is the chapter's pipeline: ParallelPostFit.score on the lazy arrays.
 METHODS = ("single process", "process pool (2)", "dask futures (2 workers)",
            "dask pipeline (2 workers)", "dask pipeline without the block copy")
+PIPELINE, POOL = "dask pipeline (2 workers)", "process pool (2)"
 
 
 def settings(quick: bool) -> dict:
     if quick:
-        return dict(big_chunks=8, big_chunk_rows=1_000_000, throughput_rows=4_000_000,
-                    throughput_chunk_rows=1_000_000, warm_up_rows=2_000_000, repeats=1,
-                    curve_chunk_rows=[1_000, 100_000, 1_000_000], curve_min_rows=1_000_000,
-                    curve_min_chunks=4)
-    # 430 chunks of 5 million rows: X is 430 * 5e6 * 2 features * 8 bytes = 32.04 GiB.
-    # Throughput runs of 64 chunks take 7 to 20 s each: starting a run and its last chunk, when
-    # one of the two processes may already be idle, are a small share of that.
-    return dict(big_chunks=430, big_chunk_rows=5_000_000, throughput_rows=320_000_000,
-                throughput_chunk_rows=5_000_000, warm_up_rows=20_000_000, repeats=3,
-                curve_chunk_rows=[1_000, 10_000, 100_000, 1_000_000, 5_000_000],
-                curve_min_rows=1_000_000, curve_min_chunks=16)
+        return dict(big_blocks=8, big_rows_per_block=1_000_000, throughput_blocks=4,
+                    throughput_rows_per_block=1_000_000, warm_up_blocks=2, repeats=1,
+                    curve_rows_per_block=[1_000, 100_000, 1_000_000], curve_min_rows=1_000_000,
+                    curve_min_blocks=4, idle_seconds=1)
+    # 430 blocks of 5 million rows: X is 430 * 5e6 * 2 features * 8 bytes = 32.04 GiB.
+    # Throughput runs of 32 blocks take about 10 to 30 s each: starting a run and its last block,
+    # when one of the two processes may already be idle, are a small share of that.
+    return dict(big_blocks=430, big_rows_per_block=5_000_000, throughput_blocks=32,
+                throughput_rows_per_block=5_000_000, warm_up_blocks=4, repeats=3,
+                curve_rows_per_block=[1_000, 10_000, 100_000, 1_000_000, 5_000_000],
+                curve_min_rows=1_000_000, curve_min_blocks=16, idle_seconds=5)
 
 
-def skip_single_block_copy():
-    """On a worker: let Dask pass a lone block to the function instead of a concatenated copy.
-
-    Only for the benchmark's diagnostic row; it changes Dask in that worker process for good.
-    """
-    import dask.array.core
-
-    concatenate_axes = dask.array.core.concatenate_axes
-    if getattr(concatenate_axes, "skips_single_block", False):
-        return
-
-    def concatenate_or_pass(arrays, axes):
-        if len(arrays) == 1 and not isinstance(arrays[0], list):
-            return arrays[0]
-        return concatenate_axes(arrays, axes)
-
-    concatenate_or_pass.skips_single_block = True
-    dask.array.core.concatenate_axes = concatenate_or_pass
-
-
-def measure_setting(setting, model, geometry, config, seeds) -> list[dict]:
+def measure_setting(setting, cells, config, seeds) -> list[dict]:
     """Every method once to warm up, then ``repeats`` rounds of them in turn, under one setting.
 
-    Each run draws new chunks (its own seed), so no run reuses another's results.
+    Each run draws new blocks (its own seed), so no run reuses another's results.
     """
     memory, dask_config = SETTINGS[setting]
-    environment = chapter.MEMORY_SETTINGS[memory]
+    environment = process_settings.MEMORY_SETTINGS[memory]
+    model, lazy_classification = cells["model"], cells["lazy_classification"]
     estimator = model.estimator  # the fitted scikit-learn model, for the plain baselines
-    chunk_rows = config["throughput_chunk_rows"]
-    plain = memory != chapter.DASK_DEFAULT_SETTINGS
-    single = chapter.start_process_pool(1, environment) if plain else None
-    pool = chapter.start_process_pool(2, environment) if plain else None
-    client = chapter.start_local_cluster(2, environment, dask_config)
+    rows = config["throughput_rows_per_block"]
+    plain = memory != DASK_DEFAULT
+    start_pool = process_settings.start_process_pool
+    single = start_pool(1, environment, baselines.notebook_cells) if plain else None
+    pool = start_pool(2, environment, baselines.notebook_cells) if plain else None
+    client = process_settings.start_local_cluster(2, environment, dask_config)
+    client.run(baselines.notebook_cells)  # as the pools' processes do when they start
 
-    def dask_pipeline(n_rows, seed):
-        X, y = chapter.make_lazy_classification(geometry, n_rows, chunk_rows, seed)
-        return float(model.score(X, y))
+    def dask_pipeline(n_blocks, seed):
+        return float(model.score(*lazy_classification(n_blocks, rows, seed)))
 
     run_method = {
-        "single process": lambda n_rows, seed: chapter.run_process_pool(
-            single, estimator, geometry, n_rows, chunk_rows, seed),
-        "process pool (2)": lambda n_rows, seed: chapter.run_process_pool(
-            pool, estimator, geometry, n_rows, chunk_rows, seed),
-        "dask futures (2 workers)": lambda n_rows, seed: chapter.run_dask_futures(
-            client, estimator, geometry, n_rows, chunk_rows, seed),
-        "dask pipeline (2 workers)": dask_pipeline,
+        "single process": lambda n_blocks, seed: baselines.run_process_pool(
+            single, estimator, n_blocks, rows, seed),
+        POOL: lambda n_blocks, seed: baselines.run_process_pool(pool, estimator, n_blocks, rows, seed),
+        "dask futures (2 workers)": lambda n_blocks, seed: baselines.run_dask_futures(
+            client, estimator, n_blocks, rows, seed),
+        PIPELINE: dask_pipeline,
         "dask pipeline without the block copy": dask_pipeline,
     }
     runs = []
 
-    def timed(method, n_rows, repeat):
+    def timed(method, n_blocks, repeat):
         seed = next(seeds)
         start = time.perf_counter()
-        accuracy = run_method[method](n_rows, seed)
+        accuracy = run_method[method](n_blocks, seed)
         seconds = time.perf_counter() - start
         if repeat is not None:
+            n_rows = n_blocks * rows
             runs.append(dict(kind="throughput", setting=setting, method=method, repeat=repeat,
-                             n_rows=n_rows, chunk_rows=chunk_rows, seed=seed, seconds=seconds,
+                             n_rows=n_rows, chunk_rows=rows, seed=seed, seconds=seconds,
                              rows_per_second=n_rows / seconds, accuracy=accuracy))
             print(f"  {setting:34s} {method:38s} {n_rows / seconds / 1e6:6.2f} M rows/s  "
                   f"accuracy {accuracy:.4f}", flush=True)
@@ -137,14 +127,14 @@ def measure_setting(setting, model, geometry, config, seeds) -> list[dict]:
     try:
         patched = METHODS[-1]
         for method in methods:
-            timed(method, config["warm_up_rows"], None)
+            timed(method, config["warm_up_blocks"], None)
         for repeat in range(config["repeats"]):
             for method in methods:
-                timed(method, config["throughput_rows"], repeat)
-        client.run(skip_single_block_copy)  # for good: this row comes last
-        timed(patched, config["warm_up_rows"], None)
+                timed(method, config["throughput_blocks"], repeat)
+        client.run(baselines.skip_single_block_copy)  # for good: this row comes last
+        timed(patched, config["warm_up_blocks"], None)
         for repeat in range(config["repeats"]):
-            timed(patched, config["throughput_rows"], repeat)
+            timed(patched, config["throughput_blocks"], repeat)
     finally:
         client.close()
         for executor in (pool, single):
@@ -153,28 +143,48 @@ def measure_setting(setting, model, geometry, config, seeds) -> list[dict]:
     return runs
 
 
-def measure_throughput(model, geometry, config) -> list[dict]:
-    seeds = iter(range(SEED + 1, SEED + 10_000))
-    return [run for setting in SETTINGS
-            for run in measure_setting(setting, model, geometry, config, seeds)]
-
-
-def big_run(client, model, geometry, config, scratch: Path) -> tuple[dict, object]:
-    n_rows = config["big_chunks"] * config["big_chunk_rows"]
-    X, y = chapter.make_lazy_classification(geometry, n_rows, config["big_chunk_rows"], SEED)
-    path = scratch / "predictions.zarr"
-    with measure.sample_cluster_memory(client, "predict to zarr", interval=0.5) as sampler:
+def chunk_size_curve(cells, config) -> list[dict]:
+    """Throughput (rows/s) of the notebook's ``model.score`` for each block size, on enough rows."""
+    model, lazy_classification = cells["model"], cells["lazy_classification"]
+    points = []
+    for rows in config["curve_rows_per_block"]:
+        n_blocks = max(config["curve_min_rows"] // rows, config["curve_min_blocks"])
+        X, y = lazy_classification(n_blocks, rows, SEED)
         start = time.perf_counter()
-        accuracy = chapter.predict_to_zarr(model, X, path, y)
+        accuracy = float(model.score(X, y))
         seconds = time.perf_counter() - start
-    run = dict(kind="big run", n_rows=n_rows, chunk_rows=config["big_chunk_rows"],
-               n_chunks=X.numblocks[0], logical_gib=chapter.logical_gib(X),
-               logical_gib_with_labels=chapter.logical_gib(X) + chapter.logical_gib(y),
-               seconds=seconds, rows_per_second=n_rows / seconds, accuracy=accuracy,
-               peak_memory_gib=measure.peak_memory_gib(sampler),
-               zarr_on_disk_gib=chapter.directory_size_gib(path),
-               memory_over_time=measure.memory_frame(sampler).iloc[:, 0].round(4).to_dict())
-    return run, sampler
+        points.append(dict(chunk_rows=rows, n_rows=n_blocks * rows, n_chunks=n_blocks,
+                           seconds=seconds, rows_per_second=n_blocks * rows / seconds,
+                           accuracy=accuracy))
+        print(f"  {rows:>9,} rows/block: {points[-1]['rows_per_second'] / 1e6:6.2f} M rows/s",
+              flush=True)
+    return points
+
+
+def big_run(client, cells, config, scratch: Path) -> dict:
+    """The notebook's zarr write at full size, with MemorySampler watching (idle cluster first)."""
+    n_blocks, rows = config["big_blocks"], config["big_rows_per_block"]
+    X, y = cells["lazy_classification"](n_blocks, rows, SEED)
+    predictions = cells["model"].predict(X)
+    write = predictions.to_zarr(str(scratch / "predictions.zarr"), compute=False)
+    accuracy = accuracy_score(y, predictions, compute=False)
+    ms = MemorySampler()
+    with ms.sample("idle cluster", client=client, interval=0.5):
+        time.sleep(config["idle_seconds"])
+    with ms.sample("predict into zarr", client=client, interval=0.5):
+        start = time.perf_counter()
+        _, accuracy = dask.compute(write, accuracy)
+        seconds = time.perf_counter() - start
+    memory = ms.to_pandas(align=True) / 2**30
+    during = memory["predict into zarr"].dropna()
+    during.index = during.index.total_seconds().round(2)
+    on_disk = sum(file.stat().st_size for file in scratch.rglob("*") if file.is_file())
+    return dict(kind="big run", n_rows=n_blocks * rows, chunk_rows=rows, n_chunks=n_blocks,
+                logical_gib=X.nbytes / 2**30, logical_gib_with_labels=(X.nbytes + y.nbytes) / 2**30,
+                seconds=seconds, rows_per_second=n_blocks * rows / seconds, accuracy=float(accuracy),
+                idle_memory_gib=float(memory["idle cluster"].median()),
+                peak_memory_gib=float(during.max()), zarr_on_disk_gib=on_disk / 2**30,
+                memory_over_time=during.round(4).to_dict())
 
 
 def median_rates(runs, setting) -> dict:
@@ -188,58 +198,66 @@ def median_rates(runs, setting) -> dict:
     return rates
 
 
-def draw_throughput_figure(rates, figures_dir=None) -> Path:
-    figure, ax = plots.new_figure(width=9)
-    chapter.plot_throughput_by_settings(rates, methods=METHODS, ax=ax)
-    return plots.save_figure(figure, f"{NAME}_throughput", figures_dir)
+def draw_figures(results: dict, figures_dir=None) -> list[Path]:
+    """The chapter's and the appendix's figures of these results, saved under figs/."""
+    drawings = [
+        ("memory", lambda ax: chapter.plot_big_run_memory(results, ax=ax), None),
+        ("chunk_size", lambda ax: chapter.plot_chunk_size_curve(
+            results["summary"]["chunk_size_curve"], ax=ax), None),
+        ("throughput", lambda ax: chapter.plot_throughput_by_settings(
+            results["summary"]["rows_per_second"], methods=METHODS, ax=ax), 9),
+    ]
+    paths = []
+    for name, draw, width in drawings:
+        figure, ax = plots.new_figure(width=width)
+        draw(ax)
+        paths.append(plots.save_figure(figure, f"{NAME}_{name}", figures_dir))
+    return paths
 
 
 def main(argv=None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run into a temp dir")
     parser.add_argument("--replot", action="store_true",
-                        help="only redraw the throughput figure from the saved results")
+                        help="only redraw the figures from the saved results")
     args = parser.parse_args(argv)
     if args.replot:
-        return draw_throughput_figure(measure.load_results(NAME)["summary"]["rows_per_second"])
+        return draw_figures(measure.load_results(NAME))[0]
     config = settings(args.quick)
     output = Path(tempfile.mkdtemp(prefix="bench-predict-")) if args.quick else None
-    figures_dir = output if args.quick else None
 
-    X_train, y_train = make_classification(**chapter.TRAINING_PARAMETERS)
-    geometry = chapter.training_geometry()
-    model = ParallelPostFit(LogisticRegressionCV(cv=3), scoring="accuracy").fit(X_train, y_train)
+    # The notebook's model, draw_labels / draw_features and lazy_classification (the pools'
+    # processes and the workers load the same cells through baselines.notebook_cells).
+    cells = run_reused_cells("02_predict_large_data.ipynb")
+    estimator = cells["model"].estimator
 
-    print("cost of each step of one chunk (this process)", flush=True)
-    breakdown = chapter.chunk_cost_breakdown(model.estimator, geometry,
-                                             config["throughput_chunk_rows"], seed=SEED)
+    print("cost of each step of one block (this process)", flush=True)
+    breakdown = baselines.block_cost_breakdown(estimator, config["throughput_rows_per_block"],
+                                               seed=SEED)
     for step, seconds in breakdown.items():
         print(f"  {step:36s} {seconds * 1000:7.1f} ms", flush=True)
 
-    print("throughput, by settings (the same memory settings for every process of a column)", flush=True)
-    runs = measure_throughput(model, geometry, config)
+    print("throughput, by settings (the same memory settings for every process of a column)",
+          flush=True)
+    seeds = iter(range(SEED + 1, SEED + 10_000))
+    runs = [run for setting in SETTINGS for run in measure_setting(setting, cells, config, seeds)]
     rates = {setting: median_rates(runs, setting) for setting in SETTINGS}
-    pipeline, pool = "dask pipeline (2 workers)", "process pool (2)"
     # This machine's ceiling: the plain pool under the settings that suit it best.
-    ceiling = max((setting for setting in rates if pool in rates[setting]),
-                  key=lambda setting: rates[setting][pool])
+    ceiling = max((setting for setting in rates if POOL in rates[setting]),
+                  key=lambda setting: rates[setting][POOL])
 
-    # The chapter's cluster, with Dask's own worker settings, for the curve and the big run.
-    client = chapter.start_local_cluster(2)
+    # The chapter's cluster, with Dask's own settings, for the curve and the big run.
+    client = process_settings.start_local_cluster(2)
     try:
         print("chunk-size curve", flush=True)
-        curve = chapter.chunk_size_curve(model, geometry, config["curve_chunk_rows"],
-                                         min_rows=config["curve_min_rows"],
-                                         min_chunks=config["curve_min_chunks"], seed=SEED)
-        for point in curve:
-            print(f"  {point['chunk_rows']:>9,} rows/chunk: "
-                  f"{point['rows_per_second'] / 1e6:6.2f} M rows/s", flush=True)
+        curve = chunk_size_curve(cells, config)
         runs += [dict(kind="chunk size", **point) for point in curve]
         print("big run", flush=True)
         with tempfile.TemporaryDirectory(prefix="predict-zarr-") as scratch:
-            big, sampler = big_run(client, model, geometry, config, Path(scratch))
+            big = big_run(client, cells, config, Path(scratch))
         print(f"  {big['logical_gib']:.2f} GiB in {big['seconds']:.0f} s, "
-              f"peak {big['peak_memory_gib']:.2f} GiB", flush=True)
+              f"peak {big['peak_memory_gib']:.2f} GiB (idle {big['idle_memory_gib']:.2f} GiB)",
+              flush=True)
         runs.append(big)
     finally:
         client.close()
@@ -253,46 +271,36 @@ def main(argv=None) -> Path:
                       big["peak_memory_gib"], "GiB", 4, "<="),
         measure.Claim(f"dask pipeline ({THROUGHPUT_SCHEDULING}) / plain 2-process pool at its "
                       f"fastest ({ceiling}): throughput",
-                      rates[THROUGHPUT_SCHEDULING][pipeline] / rates[ceiling][pool], "ratio",
+                      rates[THROUGHPUT_SCHEDULING][PIPELINE] / rates[ceiling][POOL], "ratio",
                       0.9, ">="),
         measure.Claim("dask pipeline throughput, memory kept / Dask's default worker settings",
-                      rates["memory kept"][pipeline]
-                      / rates[chapter.DASK_DEFAULT_SETTINGS][pipeline], "x", 1, ">"),
+                      rates["memory kept"][PIPELINE] / rates[DASK_DEFAULT][PIPELINE], "x", 1, ">"),
         measure.Claim("dask pipeline throughput, memory kept: throughput scheduling / Dask's "
-                      "default scheduling", rates[THROUGHPUT_SCHEDULING][pipeline]
-                      / rates["memory kept"][pipeline], "x", 1, ">"),
-        measure.Claim(f"throughput at {fastest['chunk_rows']:,}-row chunks / at "
-                      f"{smallest['chunk_rows']:,}-row chunks",
+                      "default scheduling",
+                      rates[THROUGHPUT_SCHEDULING][PIPELINE] / rates["memory kept"][PIPELINE],
+                      "x", 1, ">"),
+        measure.Claim(f"throughput at {fastest['chunk_rows']:,}-row blocks / at "
+                      f"{smallest['chunk_rows']:,}-row blocks",
                       fastest["rows_per_second"] / smallest["rows_per_second"], "x", 2, ">="),
     ]
     summary = dict(
         quick=args.quick,
-        memory_settings=chapter.MEMORY_SETTINGS,
+        memory_settings=process_settings.MEMORY_SETTINGS,
         # {column: {"memory": a MEMORY_SETTINGS name, "dask_config": {key: value as text}}}
         settings={name: dict(memory=memory, dask_config={key: str(value) for key, value
                                                          in (dask_config or {}).items()})
                   for name, (memory, dask_config) in SETTINGS.items()},
         ceiling_setting=ceiling,
         rows_per_second=rates,  # medians of the repeats
-        over_pool={setting: {method: rate / by_method[pool] for method, rate in by_method.items()}
-                   for setting, by_method in rates.items() if pool in by_method},
+        over_pool={setting: {method: rate / by_method[POOL] for method, rate in by_method.items()}
+                   for setting, by_method in rates.items() if POOL in by_method},
         chunk_cost_seconds=breakdown,
         big_run={key: value for key, value in big.items() if key != "memory_over_time"},
         chunk_size_curve=curve,
     )
-
-    figure, ax = plots.new_figure()
-    plots.plot_memory_over_time(measure.memory_frame(sampler),
-                                f"Predicting {big['logical_gib']:.0f} GiB into zarr on 2 workers",
-                                ax=ax)
-    plots.save_figure(figure, f"{NAME}_memory", figures_dir)
-    figure, ax = plots.new_figure()
-    chapter.plot_chunk_size_curve(curve, ax=ax)
-    plots.save_figure(figure, f"{NAME}_chunk_size", figures_dir)
-    draw_throughput_figure(rates, figures_dir)
-
     path = measure.write_results(NAME, claims=claims, runs=runs, extra={"summary": summary},
                                  results_dir=output)
+    draw_figures(measure.load_results(NAME, output), output)
     for claim in claims:
         print(measure.format_claim(claim))
     print("wrote", path)
