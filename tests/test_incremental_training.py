@@ -1,18 +1,219 @@
-"""Chapter 3 helpers: lazy data, input checks, the partial_fit loop, newsgroups streaming."""
+"""Chapter 3 helpers: the 20 Newsgroups posts written as files, the figures, and the pitfall the
+chapter warns about (persisted arrays and the incremental searches)."""
 
-import tarfile
+from __future__ import annotations
+
+import codecs
+import os
+import pickle
+import time
+from pathlib import Path
 
 import dask
-import dask.bag as db
+import dask.array as da
 import numpy as np
+import pandas as pd
 import pytest
-from dask_ml.wrappers import Incremental
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.feature_extraction.text import CountVectorizer, HashingVectorizer
+from dask_ml.model_selection import HyperbandSearchCV
+from scipy.stats import loguniform
+from sklearn.datasets import load_files
 from sklearn.linear_model import SGDClassifier
 
-from scaling_ml import cluster
-from scaling_ml import incremental_training as it
+from scaling_ml import cluster, data
+from scaling_ml import incremental_training as chapter
+
+# Three tiny newsgroups per subset; one post has a latin-1 byte, as some of the real posts do.
+POSTS = {
+    "train": {"alt.atheism": {"101": b"Subject: a\n\nfirst post\n", "102": b"caf\xe9 talk\n"},
+              "sci.space": {"201": b"orbit\n", "202": b"launch window\n", "203": b"moon\n"},
+              "rec.autos": {"301": b"engine\n"}},
+    "test": {"alt.atheism": {"111": b"later post\n"},
+             "sci.space": {"211": b"mars\n"},
+             "rec.autos": {"311": b"brakes\n", "312": b"tyres\n"}},
+}
+
+
+def fill_cache(tmp_path: Path, posts=POSTS) -> Path:
+    """A scikit-learn data home whose 20 Newsgroups cache holds ``posts``, in the format
+    fetch_20newsgroups reads (the one its own download and scaling_ml.data write)."""
+    source = tmp_path / "source"
+    subsets = {}
+    for subset, groups in posts.items():
+        for group, files in groups.items():
+            (source / subset / group).mkdir(parents=True)
+            for name, content in files.items():
+                (source / subset / group / name).write_bytes(content)
+        subsets[subset] = load_files(source / subset, encoding="latin1")
+    data_home = tmp_path / "scikit_learn_data"
+    data_home.mkdir()
+    cache = data.newsgroups_cache_path(data_home)
+    cache.write_bytes(codecs.encode(pickle.dumps(subsets), "zlib_codec"))
+    return data_home
+
+
+def written_files(folder: Path) -> dict:
+    return {str(path.relative_to(folder)): path.read_bytes()
+            for path in sorted(folder.rglob("*")) if path.is_file() and path.name != chapter.COMPLETE_MARKER}
+
+
+def expected_files(posts=POSTS) -> dict:
+    return {f"{subset}/{group}/{name}": content for subset, groups in posts.items()
+            for group, files in groups.items() for name, content in files.items()}
+
+
+def leftovers(parent: Path) -> list[str]:
+    return sorted(path.name for path in parent.iterdir() if ".partial-" in path.name)
+
+
+def test_posts_are_written_one_file_per_post_one_folder_per_newsgroup(tmp_path):
+    data_home = fill_cache(tmp_path)
+    folder = chapter.write_newsgroups_files(tmp_path / "posts", data_home=data_home)
+    assert folder == tmp_path / "posts"
+    assert written_files(folder) == expected_files()  # byte for byte, latin-1 included
+    assert (folder / chapter.COMPLETE_MARKER).read_text() == "train: 6 posts\ntest: 4 posts\n"
+    assert leftovers(tmp_path) == []
+
+
+def test_a_complete_folder_is_reused_without_reading_the_data_again(tmp_path):
+    data_home = fill_cache(tmp_path)
+    folder = chapter.write_newsgroups_files(tmp_path / "posts", data_home=data_home)
+    data.newsgroups_cache_path(data_home).unlink()  # a second write would now fail
+    assert chapter.write_newsgroups_files(folder, data_home=data_home,
+                                          download_if_missing=False) == folder
+    assert written_files(folder) == expected_files()
+
+
+def test_the_default_folder_is_in_the_temporary_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)  # so that gettempdir reads TMPDIR again
+    assert chapter.default_posts_folder() == tmp_path / chapter.DEFAULT_FOLDER_NAME
+
+
+def test_missing_data_is_a_clear_error_and_leaves_nothing(tmp_path):
+    empty_home = tmp_path / "empty"
+    empty_home.mkdir()
+    with pytest.raises(chapter.IncrementalTrainingError, match="make data.*import-newsgroups"):
+        chapter.write_newsgroups_files(tmp_path / "posts", data_home=empty_home,
+                                       download_if_missing=False)
+    assert not (tmp_path / "posts").exists() and leftovers(tmp_path) == []
+
+
+def test_an_interrupted_write_leaves_no_half_folder(tmp_path, monkeypatch):
+    data_home = fill_cache(tmp_path)
+    original_write = Path.write_text
+    calls = []
+
+    def interrupted_after_three_files(self, *args, **kwargs):
+        calls.append(self)
+        if len(calls) > 3:
+            raise KeyboardInterrupt  # the learner pressed stop
+        return original_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", interrupted_after_three_files)
+    with pytest.raises(KeyboardInterrupt):
+        chapter.write_newsgroups_files(tmp_path / "posts", data_home=data_home)
+    assert len(calls) == 4
+    assert not (tmp_path / "posts").exists() and leftovers(tmp_path) == []
+    monkeypatch.undo()
+    folder = chapter.write_newsgroups_files(tmp_path / "posts", data_home=data_home)
+    assert written_files(folder) == expected_files()  # the next call starts again, completely
+
+
+def test_a_damaged_cache_is_a_clear_error_and_leaves_no_half_folder(tmp_path):
+    posts = {"train": POSTS["train"],
+             # The same post twice in one newsgroup: two files with one name.
+             "test": {"alt.atheism": {"111": b"one\n"}, "sci.space": {"211": b"two\n"}}}
+    data_home = fill_cache(tmp_path, posts)
+    cache = data.newsgroups_cache_path(data_home)
+    subsets = pickle.loads(codecs.decode(cache.read_bytes(), "zlib_codec"))
+    test = subsets["test"]
+    test.data, test.target = test.data * 2, np.concatenate([test.target, test.target])
+    test.filenames = np.concatenate([test.filenames, test.filenames])
+    cache.write_bytes(codecs.encode(pickle.dumps(subsets), "zlib_codec"))
+    with pytest.raises(chapter.IncrementalTrainingError, match="damaged.*make data"):
+        chapter.write_newsgroups_files(tmp_path / "posts", data_home=data_home)
+    assert not (tmp_path / "posts").exists() and leftovers(tmp_path) == []
+
+
+def test_a_folder_it_did_not_write_is_left_alone(tmp_path):
+    data_home = fill_cache(tmp_path)
+    mine = tmp_path / "posts"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my own notes\n")
+    with pytest.raises(chapter.IncrementalTrainingError, match="not a complete copy.*another folder"):
+        chapter.write_newsgroups_files(mine, data_home=data_home)
+    assert [path.name for path in mine.iterdir()] == ["notes.txt"]
+    assert (mine / "notes.txt").read_text() == "my own notes\n"
+
+
+def test_stale_partial_folders_are_removed_and_fresh_ones_kept(tmp_path):
+    data_home = fill_cache(tmp_path)
+    stale = tmp_path / ".posts.partial-stale"
+    fresh = tmp_path / ".posts.partial-fresh"  # another kernel may be writing it right now
+    for partial in (stale, fresh):
+        (partial / "train").mkdir(parents=True)
+    hours_ago = time.time() - 2 * chapter.STALE_PARTIAL_SECONDS
+    os.utime(stale, (hours_ago, hours_ago))
+    chapter.write_newsgroups_files(tmp_path / "posts", data_home=data_home)
+    assert not stale.exists() and fresh.exists()
+
+
+def test_a_writer_that_loses_the_race_uses_the_winners_copy(tmp_path, monkeypatch):
+    data_home = fill_cache(tmp_path)
+    folder = tmp_path / "posts"
+    original_write_subset = chapter._write_subset
+    winner_done = []
+
+    def second_kernel_finishes_first(posts, destination):
+        if not winner_done:
+            winner_done.append(True)
+            chapter.write_newsgroups_files(folder, data_home=data_home)  # completes meanwhile
+        return original_write_subset(posts, destination)
+
+    monkeypatch.setattr(chapter, "_write_subset", second_kernel_finishes_first)
+    assert chapter.write_newsgroups_files(folder, data_home=data_home) == folder
+    assert written_files(folder) == expected_files() and leftovers(tmp_path) == []
+
+
+def test_the_written_folder_is_readable_by_other_users(tmp_path):
+    folder = chapter.write_newsgroups_files(tmp_path / "posts", data_home=fill_cache(tmp_path))
+    assert folder.stat().st_mode & 0o755 == 0o755
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+
+def test_memory_figure_draws_each_run_in_seconds_and_the_block_size():
+    index = pd.to_timedelta([0.0, 0.5, 1.0, 1.5], unit="s")
+    memory = pd.DataFrame({"1x data": [0.0, 150.0, 160.0, np.nan],
+                           "10x data": [0.0, 155.0, 158.0, 5.0]}, index=index)
+    ax = chapter.plot_memory_above_idle(memory, block_mib=76.3, title="one worker")
+    one_x, ten_x, block = ax.get_lines()
+    assert list(one_x.get_xdata()) == [0.0, 0.5, 1.0]  # the gap after a shorter run is not drawn
+    assert list(ten_x.get_ydata()) == [0.0, 155.0, 158.0, 5.0]
+    assert list(block.get_ydata()) == [76.3, 76.3]
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert labels == ["1x data", "10x data", "one block (76 MiB)"]
+    assert ax.get_ylim()[0] == 0.0 and ax.get_xlabel() == "seconds since the fit started"
+
+
+def test_memory_figure_shows_a_dip_below_idle():
+    memory = pd.DataFrame({"run": [-12.0, 40.0]}, index=[0.0, 1.0])
+    ax = chapter.plot_memory_above_idle(memory, block_mib=10, title="dip")
+    assert ax.get_ylim()[0] == -12.0
+
+
+def test_model_history_figure_has_a_line_per_model_in_a_fixed_order():
+    history = {1: [{"partial_fit_calls": 1, "score": 0.5}, {"partial_fit_calls": 3, "score": 0.7}],
+               0: [{"partial_fit_calls": 1, "score": 0.6}]}
+    ax = chapter.plot_model_history(history, "search")
+    first, second = ax.get_lines()
+    assert list(first.get_ydata()) == [0.6] and list(second.get_xdata()) == [1, 3]
+
+
+# ---------------------------------------------------------------------------------------------
+# The chapter's warning box
 
 
 @pytest.fixture(scope="module")
@@ -23,138 +224,21 @@ def client():
     client.close()
 
 
-def sgd():
-    return SGDClassifier(loss="log_loss", random_state=0)
+def small_problem():
+    rng = da.random.default_rng(0)
+    X = rng.standard_normal((400, 3), chunks=(100, 3))
+    y = (X.sum(axis=1) > 0).astype("int8")
+    return X, y
 
 
-def test_make_stream_is_lazy_blocked_and_deterministic():
-    X, y = it.make_stream(n_blocks=3, rows_per_block=100, n_features=4, random_state=0)
-    assert X.shape == (300, 4) and X.chunks[0] == (100, 100, 100) and y.chunks[0] == X.chunks[0]
-    first = dask.compute(X, y, scheduler="sync")
-    second = dask.compute(*it.make_stream(3, 100, 4, random_state=0), scheduler="sync")
-    np.testing.assert_array_equal(first[0], second[0])
-    assert set(np.unique(first[1])) == {0, 1}
-
-
-@pytest.mark.parametrize("value", [0, -1, 2.5])
-def test_make_stream_rejects_bad_sizes(value):
-    with pytest.raises(it.IncrementalTrainingError, match="whole number"):
-        it.make_stream(n_blocks=value)
-
-
-def test_missing_classes_is_a_clear_error():
-    X, y = it.make_stream(2, 10, 3)
-    with pytest.raises(it.IncrementalTrainingError, match="classes="):
-        it.check_incremental_inputs(sgd(), X, y, classes=None)
-    with pytest.raises(it.IncrementalTrainingError, match="classes="):
-        it.partial_fit_loop(sgd(), X, y, classes=None)
-
-
-def test_estimator_without_partial_fit_is_a_clear_error():
-    X, y = it.make_stream(2, 10, 3)
-    with pytest.raises(it.IncrementalTrainingError, match="has no partial_fit"):
-        it.check_incremental_inputs(RandomForestClassifier(), X, y, classes=[0, 1])
-    with pytest.raises(it.IncrementalTrainingError, match="has no partial_fit"):
-        it.check_incremental_inputs(Incremental(RandomForestClassifier()), X, y, classes=[0, 1])
-
-
-def test_chunks_that_do_not_line_up_are_a_clear_error():
-    X, y = it.make_stream(2, 10, 3)
-    with pytest.raises(it.IncrementalTrainingError, match="do not line up"):
-        it.check_incremental_inputs(sgd(), X, y.rechunk(5), classes=[0, 1])
-    with pytest.raises(it.IncrementalTrainingError, match="along the columns"):
-        it.check_incremental_inputs(sgd(), X.rechunk((10, 1)), y, classes=[0, 1])
-    with pytest.raises(it.IncrementalTrainingError, match="must be dask arrays"):
-        it.check_incremental_inputs(sgd(), np.zeros((20, 3)), y, classes=[0, 1])
-
-
-def test_block_order_matches_incremental(client):
-    X, y = it.make_stream(n_blocks=4, rows_per_block=200, n_features=5)
-    assert sorted(it.block_order(6, random_state=0)) == list(range(6))
-    assert it.block_order(6, random_state=0) != list(range(6))
-    assert it.block_order(6, shuffle_blocks=False) == list(range(6))
-    incremental = Incremental(sgd(), random_state=0).fit(X, y, classes=[0, 1])
-    loop = it.partial_fit_loop(sgd(), X, y, classes=[0, 1], random_state=0)
-    np.testing.assert_allclose(loop.coef_, incremental.estimator_.coef_)
-
-
-def _tiny_archive(tmp_path):
-    source = tmp_path / "src"
-    for folder in it.NEWSGROUPS_FOLDERS.values():
-        for group in ("alt.a", "sci.b"):
-            (source / folder / group).mkdir(parents=True)
-            for number in range(3):
-                (source / folder / group / f"{number}").write_text(f"{group} post {number} text\n")
-    archive = tmp_path / "tiny.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        for folder in it.NEWSGROUPS_FOLDERS.values():
-            tar.add(source / folder, arcname=folder)
-    return archive
-
-
-def test_missing_archive_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setenv(it.NEWSGROUPS_ARCHIVE_ENV, str(tmp_path / "nowhere.tar.gz"))
-    assert it.newsgroups_archive_path() == tmp_path / "nowhere.tar.gz"
-    with pytest.raises(it.IncrementalTrainingError, match="NEWSGROUPS_ARCHIVE"):
-        it.extract_newsgroups(scratch_dir=tmp_path / "scratch")
-
-
-def test_bad_archives_raise_this_chapters_error_and_mark_nothing_extracted(tmp_path):
-    truncated = tmp_path / "truncated.tar.gz"
-    truncated.write_bytes(_tiny_archive(tmp_path).read_bytes()[:100])
-    with pytest.raises(it.IncrementalTrainingError, match="truncated"):
-        it.extract_newsgroups(truncated, scratch_dir=tmp_path / "scratch")
-    escaping = tmp_path / "escaping.tar.gz"
-    (tmp_path / "post").write_text("a post\n")
-    with tarfile.open(escaping, "w:gz") as tar:
-        tar.add(tmp_path / "post", arcname="../outside")
-    with pytest.raises(it.IncrementalTrainingError, match="outside the archive"):
-        it.extract_newsgroups(escaping, scratch_dir=tmp_path / "scratch")
-    assert not (tmp_path / "outside").exists()
-    assert not (tmp_path / "scratch" / ".extracted").exists()  # the next call tries again
-
-
-def test_relative_archive_path_is_relative_to_the_repository(monkeypatch):
-    monkeypatch.delenv(it.NEWSGROUPS_ARCHIVE_ENV, raising=False)
-    expected = (it.PROJECT_ROOT / it.DEFAULT_NEWSGROUPS_ARCHIVE).resolve()
-    assert it.newsgroups_archive_path() == expected
-
-
-def test_extract_and_stream_a_bag_of_files(tmp_path, client):
-    folder = it.extract_newsgroups(_tiny_archive(tmp_path), scratch_dir=tmp_path / "scratch")
-    paths, labels, categories = it.newsgroups_files(folder, "train")
-    assert categories == ["alt.a", "sci.b"] and len(paths) == 6 and list(labels) == [0, 0, 0, 1, 1, 1]
-    records = list(zip(paths, labels.tolist()))
-    bag = db.from_sequence(records, partition_size=4)
-    vectorizer = HashingVectorizer(n_features=2**8, alternate_sign=False)
-    X, y = it.bag_to_hashed_arrays(bag, vectorizer)
-    assert X.shape == (6, 2**8) and X.chunks[0] == (4, 2)
-    block = X.blocks[1].compute()
-    assert block.shape == (2, 2**8) and block.nnz > 0
-    np.testing.assert_array_equal(y.compute(), labels)
-    with pytest.raises(it.IncrementalTrainingError, match="subset"):
-        it.newsgroups_files(folder, "validation")
-
-
-def test_bag_with_empty_partitions_is_a_clear_error(client):
-    records = [(f"/nowhere/{number}", number % 2) for number in range(6)]
-    bag = db.from_sequence(records, partition_size=2).filter(lambda record: int(record[0][-1]) < 2)
-    with pytest.raises(it.IncrementalTrainingError, match="empty"):
-        it.bag_to_hashed_arrays(bag, HashingVectorizer(n_features=2**8))
-
-
-def test_vectorizer_with_a_vocabulary_is_refused():
-    bag = db.from_sequence([("/nowhere", 0)])
-    with pytest.raises(it.IncrementalTrainingError, match="HashingVectorizer"):
-        it.bag_to_hashed_arrays(bag, CountVectorizer())
-
-
-def test_same_candidates_and_capture_logs():
-    grid = it.same_candidates({"params": [{"alpha": 0.1, "penalty": "l2"}]})
-    assert grid == [{"alpha": [0.1], "penalty": ["l2"]}]
-    import logging
-
-    with it.capture_logs("scaling_ml.test") as lines:
-        logging.getLogger("scaling_ml.test").warning("worker %s died", "tcp://1.2.3.4:5")
-    assert lines == ["scaling_ml.test: worker tcp://1.2.3.4:5 died"]
-    assert logging.getLogger("scaling_ml.test").propagate
+def test_persisted_arrays_break_hyperband_with_the_pinned_versions(client):
+    """The chapter's warning box. When this fails, dask or dask-ml fixed the bug: update the box
+    (notebooks/03_incremental_training.ipynb) and the Versions page."""
+    search = HyperbandSearchCV(SGDClassifier(random_state=0), {"alpha": loguniform(1e-5, 1e-1)},
+                               max_iter=3, random_state=0)
+    X, y = small_problem()
+    search.fit(X, y, classes=[0, 1])  # lazy arrays: the workaround the box gives
+    assert search.best_score_ > 0.5
+    X_persisted, y_persisted = dask.persist(X, y)
+    with pytest.raises(TypeError, match="only integer scalar arrays can be converted to a scalar index"):
+        search.fit(X_persisted, y_persisted, classes=[0, 1])
