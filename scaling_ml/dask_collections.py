@@ -1,117 +1,46 @@
-"""Chapter 4 plumbing: a synthetic tabular dataset on disk as partitioned parquet, and its checks.
+"""Chapter 4 plumbing: the churn table's true model, checks with clear errors, and figures.
 
-The dataset is a customer-churn-like table: ``N_NUMERIC`` numeric columns ``x0, x1, ...``, two
-string columns (``region``, ``plan``) and a 0/1 target ``churned`` drawn from a known logistic
-model (:data:`NUMERIC_WEIGHTS`, :data:`REGION_EFFECTS`, :data:`PLAN_EFFECTS`), so that the best
-possible accuracy is known and no model can beat it. Every partition is generated from its own seed
-(``[seed, partition number]``), so the table is the same whatever the number of workers.
+The chapter writes, reads and trains on a customer-churn-like table in its own cells. Its labels
+are drawn from a known logistic model, kept here so that the chapter can say how good the best
+possible model is: ``N_NUMERIC`` standard-normal columns weighted by :data:`NUMERIC_WEIGHTS`
+(half of them are noise), plus an effect per ``region`` (:data:`REGION_EFFECTS`, in the order of
+:data:`REGIONS`) and per ``plan`` (:data:`PLAN_EFFECTS`, in the order of :data:`PLANS`).
 
-Files are written to a scratch folder that is not committed (``_build/data/`` by default).
+The chapter writes its parquet files under :data:`DATA_FOLDER` (``_build/data``, not committed).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
-import shutil
-import time
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = PROJECT_ROOT / "_build" / "data"
+from . import PROJECT_ROOT, require_positive_int
 
 N_NUMERIC = 12
 NUMERIC_COLUMNS = [f"x{i}" for i in range(N_NUMERIC)]
 CATEGORICAL_COLUMNS = ["region", "plan"]
 TARGET = "churned"
-INDEX = "row"
 REGIONS = ["north", "south", "east", "west", "centre"]
 PLANS = ["basic", "standard", "premium"]
 # The known signal: half the numeric columns matter, the other half are noise.
 NUMERIC_WEIGHTS = np.array([1.0, -0.8, 0.6, -0.4, 0.3, 0.2] + [0.0] * (N_NUMERIC - 6))
 REGION_EFFECTS = np.array([0.4, -0.3, 0.0, 0.2, -0.5])
 PLAN_EFFECTS = np.array([0.5, 0.0, -0.6])
-BYTES_PER_ROW_ESTIMATE = 8 * N_NUMERIC + 8 + 2 * 24  # float64s, the int64 target, two strings
-
-_MANIFEST = "_dataset.json"
+# A scratch folder for the chapter's parquet files, as a string: dask.dataframe reads and writes
+# local paths and fsspec URLs ("s3://bucket/churn", with s3fs installed) alike.
+DATA_FOLDER = str(PROJECT_ROOT / "_build" / "data")
 
 
 class DaskCollectionsError(ValueError):
     """Bad input to this chapter's helpers; the message names the problem and the fix."""
 
 
-# ---------------------------------------------------------------- generating and writing the data
-def make_partition(partition: int, n_rows: int, seed: int = 0, start: int = 0) -> pd.DataFrame:
-    """One partition of the table as a pandas DataFrame (rows ``start .. start + n_rows - 1``)."""
-    rng = np.random.default_rng([seed, partition])
-    numeric = rng.standard_normal((n_rows, N_NUMERIC))
-    region = rng.integers(0, len(REGIONS), n_rows)
-    plan = rng.integers(0, len(PLANS), n_rows)
-    logit = numeric @ NUMERIC_WEIGHTS + REGION_EFFECTS[region] + PLAN_EFFECTS[plan]
-    churned = (rng.random(n_rows) < 1 / (1 + np.exp(-logit))).astype("int64")
-    frame = pd.DataFrame(numeric, columns=NUMERIC_COLUMNS,
-                         index=pd.RangeIndex(start, start + n_rows, name=INDEX))
-    frame["region"] = pd.array(np.array(REGIONS)[region], dtype="string[pyarrow]")
-    frame["plan"] = pd.array(np.array(PLANS)[plan], dtype="string[pyarrow]")
-    frame[TARGET] = churned
-    return frame
+def check_table_size(n_rows, rows_per_partition) -> None:
+    """Raise DaskCollectionsError unless both sizes are whole numbers >= 1."""
+    require_positive_int("n_rows", n_rows, DaskCollectionsError)
+    require_positive_int("rows_per_partition", rows_per_partition, DaskCollectionsError)
 
 
-def _check_sizes(n_rows, rows_per_partition):
-    for name, value in (("n_rows", n_rows), ("rows_per_partition", rows_per_partition)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise DaskCollectionsError(f"{name} must be a whole number >= 1, got {value!r}.")
-
-
-def make_table(n_rows: int, rows_per_partition: int = 250_000, seed: int = 0):
-    """The table as a lazy dask DataFrame with known divisions (nothing is computed yet)."""
-    import dask.dataframe as dd
-
-    _check_sizes(n_rows, rows_per_partition)
-    starts = list(range(0, n_rows, rows_per_partition))
-    sizes = [min(rows_per_partition, n_rows - start) for start in starts]
-    divisions = (*starts, n_rows - 1)
-    return dd.from_map(_partition_from_task, list(zip(range(len(starts)), sizes, starts)),
-                       seed=seed, divisions=divisions, meta=make_partition(0, 0, seed),
-                       enforce_metadata=False)
-
-
-def _partition_from_task(task, seed):
-    partition, n_rows, start = task
-    return make_partition(partition, n_rows, seed, start)
-
-
-def write_dataset(path: str | Path | None = None, n_rows: int = 200_000,
-                  rows_per_partition: int = 250_000, seed: int = 0, overwrite: bool = False) -> Path:
-    """Write the table as partitioned parquet (one file per partition) and return the folder.
-
-    The work happens on the cluster of the active client: each worker generates and writes its
-    partitions, nothing passes through this process. A folder already written with the same
-    parameters is reused unless ``overwrite=True``.
-    """
-    _check_sizes(n_rows, rows_per_partition)
-    path = Path(path) if path is not None else DATA_DIR / f"churn_{n_rows}"
-    parameters = {"n_rows": n_rows, "rows_per_partition": rows_per_partition, "seed": seed}
-    manifest = path / _MANIFEST
-    if manifest.is_file() and not overwrite:
-        if json.loads(manifest.read_text()) == parameters:
-            return path
-    if path.exists():
-        if not (path / _MANIFEST).is_file() and any(path.iterdir()):
-            raise DaskCollectionsError(
-                f"{path} exists and was not written by write_dataset: choose an empty or new folder "
-                "(this function deletes the folder before rewriting it).")
-        shutil.rmtree(path)
-    make_table(n_rows, rows_per_partition, seed).to_parquet(path, write_index=True)
-    manifest.write_text(json.dumps(parameters))
-    return path
-
-
-# ---------------------------------------------------------------- reading and checking
 def require_columns(frame, columns) -> None:
     """Raise DaskCollectionsError if any of ``columns`` is not a column of ``frame``."""
     columns = [columns] if isinstance(columns, str) else list(columns)
@@ -122,66 +51,25 @@ def require_columns(frame, columns) -> None:
             "spelling, or the `columns=` you read the parquet files with.")
 
 
-def read_dataset(path: str | Path, columns=None):
-    """``dd.read_parquet`` of a folder written by :func:`write_dataset`, with known divisions.
+def best_possible_accuracy(table: pd.DataFrame) -> float:
+    """Accuracy of the true model on ``table`` (a pandas DataFrame of the churn table).
 
-    A missing folder or a missing column raises DaskCollectionsError saying how to fix it.
+    The true model predicts 1 where its logit is positive; no estimator can do better on average,
+    so a model scoring close to this on the same rows has learned all there is to learn.
     """
-    import dask.dataframe as dd
-
-    path = Path(path)
-    if not path.exists() or (path.is_dir() and not any(path.glob("*.parquet"))):
+    if not isinstance(table, pd.DataFrame):
         raise DaskCollectionsError(
-            f"No parquet dataset at {path}: write it first with "
-            "scaling_ml.dask_collections.write_dataset(path, n_rows=...), or fix the path.")
-    frame = dd.read_parquet(path, index=INDEX, calculate_divisions=True)
-    if columns is not None:
-        require_columns(frame, columns)
-        frame = frame[list(columns)]
-    return frame
-
-
-def first_rows(frame, n_rows: int):
-    """The rows whose index is below ``n_rows``, reading only the partitions that hold them.
-
-    Needs known divisions (each partition's index range) to know which partitions to read.
-    """
-    if not frame.known_divisions:
+            f"best_possible_accuracy takes a pandas DataFrame, got {type(table).__name__}: "
+            "call .compute() on a (small) dask dataframe first.")
+    require_columns(table, [*NUMERIC_COLUMNS, *CATEGORICAL_COLUMNS, TARGET])
+    region = pd.Categorical(table["region"].astype(object), categories=REGIONS).codes
+    plan = pd.Categorical(table["plan"].astype(object), categories=PLANS).codes
+    if (region < 0).any() or (plan < 0).any():
         raise DaskCollectionsError(
-            "The dataframe has unknown divisions, so Dask cannot tell which partitions hold the "
-            "first rows. Read it with dd.read_parquet(path, index='row', calculate_divisions=True) "
-            "(read_dataset does), or call frame.set_index('row') on a sorted column first.")
-    _check_sizes(n_rows, 1)
-    return frame.loc[: n_rows - 1]
-
-
-def dataset_gib(frame) -> float:
-    """The dataframe's size in memory (GiB), computed on the workers, with strings counted."""
-    return float(frame.memory_usage(deep=True).sum().compute()) / 2**30
-
-
-def folder_gib(path: str | Path) -> float:
-    """The size of the files in a folder on disk (GiB)."""
-    return sum(file.stat().st_size for file in Path(path).rglob("*") if file.is_file()) / 2**30
-
-
-def to_float(frame):
-    """Cast every column to float64 (dummy columns are booleans, which StandardScaler refuses)."""
-    return frame.astype("float64")
-
-
-def best_possible_accuracy(frame) -> float:
-    """Accuracy of the true model that generated the labels: no estimator can do better on average."""
-    require_columns(frame, [*NUMERIC_COLUMNS, *CATEGORICAL_COLUMNS, TARGET])
-
-    def correct(part):
-        region = pd.Categorical(part["region"].astype(object), categories=REGIONS).codes
-        plan = pd.Categorical(part["plan"].astype(object), categories=PLANS).codes
-        logit = part[NUMERIC_COLUMNS].to_numpy() @ NUMERIC_WEIGHTS + REGION_EFFECTS[region] + PLAN_EFFECTS[plan]
-        return pd.Series([int(((logit > 0).astype(int) == part[TARGET].to_numpy()).sum()), len(part)])
-
-    counts = frame.map_partitions(correct, meta=(None, "int64")).compute().to_numpy().reshape(-1, 2)
-    return float(counts[:, 0].sum() / counts[:, 1].sum())
+            f"Unknown region or plan in the table (expected {REGIONS} and {PLANS}): was it "
+            "written by the chapter's make_partition?")
+    logit = table[NUMERIC_COLUMNS].to_numpy() @ NUMERIC_WEIGHTS + REGION_EFFECTS[region] + PLAN_EFFECTS[plan]
+    return float(((logit > 0).astype(int) == table[TARGET].to_numpy()).mean())
 
 
 # ---------------------------------------------------------------- figures
@@ -208,29 +96,44 @@ def plot_learning_curve(train_sizes, train_scores, test_scores, best: float | No
     return figure
 
 
-# ---------------------------------------------------------------- quieter worker output
-@contextlib.contextmanager
-def quiet_worker_logs(client, logger: str = "distributed.worker", level: int = logging.CRITICAL,
-                      idle_timeout: float = 30):
-    """Raise a logger's level on every worker while the block runs (for an error we expect).
+def memory_in_seconds(samples: pd.DataFrame) -> pd.DataFrame:
+    """MemorySampler.to_pandas() output (bytes, absolute times) as GiB against seconds.
 
-    Worker processes write their logs to the terminal that started them, which Jupyter shows
-    under the cell; a demonstration of a failing call would otherwise print the worker's traceback.
+    Seconds count from the first sample of all labels, so that steps sampled one after the other
+    (``ms.sample("write")``, then ``ms.sample("train")``) follow each other on one axis.
     """
-    previous = client.run(_set_log_level, logger, level)
-    try:
-        yield
-    finally:
-        # The client sees the first failure while other tasks of the same call may still be
-        # running (and failing): wait until the workers are idle before restoring the level.
-        deadline = time.monotonic() + idle_timeout
-        while any(client.processing().values()) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        for worker, old_level in previous.items():
-            client.run(_set_log_level, logger, old_level, workers=[worker])
+    if not isinstance(samples, pd.DataFrame) or not isinstance(samples.index, pd.DatetimeIndex):
+        raise DaskCollectionsError(
+            "Expected the DataFrame of MemorySampler.to_pandas() (absolute times, the default "
+            "align=False); got " + type(samples).__name__ + ".")
+    if samples.empty:
+        raise DaskCollectionsError("The MemorySampler has no samples: run a `with ms.sample(...)` block first.")
+    frame = samples / 2**30
+    frame.index = (samples.index - samples.index[0]).total_seconds()
+    frame.index.name = "seconds"
+    return frame
 
 
-def _set_log_level(logger: str, level: int) -> int:
-    old_level = logging.getLogger(logger).level
-    logging.getLogger(logger).setLevel(level)
-    return old_level
+def plot_cluster_memory(samples: pd.DataFrame, limit_gib: float, dataset_gib: float | None = None,
+                        title: str = "Cluster memory while the workers stream the table",
+                        name: str | None = None):
+    """Cluster memory of each sampled step on one time axis, with the total memory limit.
+
+    samples: ``MemorySampler.to_pandas()`` (one column per label). limit_gib: the cluster's total
+    memory limit. dataset_gib: the table's size in memory, drawn as a second line if given.
+    name: save as ``figs/<name>.png`` too.
+    """
+    from . import plots
+
+    frame = memory_in_seconds(samples)
+    figure, ax = plots.new_figure()
+    plots.plot_memory_over_time(frame, title, limit_gib=limit_gib, ax=ax)
+    if dataset_gib is not None:
+        ax.axhline(dataset_gib, color=plots.COLOURS[3], linestyle=":", linewidth=1.5,
+                   label="the table in memory")
+    ax.set_xlim(0, frame.index[-1])
+    ax.set_ylim(0, 1.1 * max(limit_gib, dataset_gib or 0, float(frame.max().max())))
+    ax.legend(loc="lower right", fontsize="small")
+    if name:
+        plots.save_figure(figure, name)
+    return figure

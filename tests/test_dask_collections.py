@@ -1,142 +1,178 @@
-"""Unit tests of scaling_ml.dask_collections (chapter 4's plumbing)."""
+"""Tests of chapter 4: the helper module, and the notebook's own cells that the benchmark reuses."""
+
+import sys
+import time
+from pathlib import Path
 
 import dask
+import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
 
-from scaling_ml import dask_collections as dc
+from scaling_ml import cluster
+from scaling_ml import dask_collections as chapter
+from scaling_ml import plots
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _notebook_cells import run_reused_cells  # noqa: E402
+
+NOTEBOOK = "04_dask_collections.ipynb"
+# Run on a worker, this makes every import of the book's package fail, as on workers whose
+# environment has only the pinned libraries. Compiled here (not imported from this module) so
+# that cloudpickle sends it by value.
+REFUSE_BOOK_PACKAGE = """
+import sys
+
+class RefuseBookPackage:
+    def find_spec(self, name, path=None, target=None):
+        if name == "scaling_ml" or name.startswith("scaling_ml."):
+            raise ModuleNotFoundError(f"No module named {name!r} (refused on this worker by the test)")
+        return None
+
+def refuse_book_package():
+    sys.meta_path.insert(0, RefuseBookPackage())
+    for name in [name for name in sys.modules if name.split(".")[0] == "scaling_ml"]:
+        del sys.modules[name]
+"""
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    with dask.config.set(scheduler="synchronous"):
-        return dc.write_dataset(tmp_path_factory.mktemp("data") / "churn", n_rows=3_000,
-                                rows_per_partition=1_000, seed=3)
+def cells():
+    """The notebook's cells tagged reused-by-benchmark, executed in a fresh namespace."""
+    return run_reused_cells(NOTEBOOK)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def synchronous():
     with dask.config.set(scheduler="synchronous"):
         yield
 
 
-def test_partition_is_deterministic_and_shaped():
-    first, again = dc.make_partition(2, 500, seed=1, start=1000), dc.make_partition(2, 500, seed=1, start=1000)
+def test_the_notebook_table_is_deterministic_with_known_divisions(cells, synchronous):
+    table = cells["churn_table"](2_500, rows_per_partition=1_000, seed=3)
+    assert table.npartitions == 3 and table.divisions == (0, 1000, 2000, 2499)
+    first, again = table.compute(), cells["churn_table"](2_500, 1_000, seed=3).compute()
     pd.testing.assert_frame_equal(first, again)
-    assert list(first.columns) == [*dc.NUMERIC_COLUMNS, *dc.CATEGORICAL_COLUMNS, dc.TARGET]
-    assert first.index[0] == 1000 and first.index[-1] == 1499 and first.index.name == dc.INDEX
-    assert set(first["region"]) <= set(dc.REGIONS) and set(first[dc.TARGET]) == {0, 1}
+    assert len(first) == 2_500 and first.index.is_monotonic_increasing and first.index.name == "row"
+    assert list(first.columns) == [*chapter.NUMERIC_COLUMNS, "region", "plan", chapter.TARGET]
+    assert set(first["region"]) == set(chapter.REGIONS) and set(first["plan"]) == set(chapter.PLANS)
+    assert set(first[chapter.TARGET]) == {0, 1}
+    different_seed = cells["churn_table"](2_500, 1_000, seed=4).compute()
+    assert not np.allclose(first["x0"], different_seed["x0"])
 
 
-def test_table_has_known_divisions_and_all_rows():
-    table = dc.make_table(2_500, rows_per_partition=1_000)
-    assert table.npartitions == 3 and table.known_divisions
-    assert table.divisions == (0, 1000, 2000, 2499)
-    assert len(table.compute()) == 2_500
+def test_the_notebook_table_round_trips_through_parquet(cells, synchronous, tmp_path):
+    path = f"{tmp_path}/churn"
+    cells["churn_table"](3_000, 1_000, seed=1).to_parquet(path, overwrite=True, use_dictionary=["region", "plan"])
+    back = dd.read_parquet(path, index="row", calculate_divisions=True)
+    assert back.known_divisions and back.divisions == (0, 1000, 2000, 2999)
+    expected = cells["churn_table"](3_000, 1_000, seed=1).compute()
+    pd.testing.assert_frame_equal(back.compute(), expected, check_dtype=False)
+    assert back.loc[:999].npartitions == 1
 
 
-def test_round_trip_through_parquet(dataset):
-    frame = dc.read_dataset(dataset)
-    assert frame.npartitions == 3 and frame.known_divisions
-    expected = dc.make_table(3_000, 1_000, seed=3).compute()
-    pd.testing.assert_frame_equal(frame.compute(), expected, check_dtype=False)
+@pytest.mark.parametrize("name, n_rows, rows_per_partition", [
+    ("n_rows", 0, 10), ("n_rows", 2.5, 10), ("n_rows", True, 10), ("n_rows", "100", 10),
+    ("rows_per_partition", 100, 0), ("rows_per_partition", 100, -5),
+])
+def test_bad_table_sizes_are_clear_errors(cells, name, n_rows, rows_per_partition):
+    with pytest.raises(chapter.DaskCollectionsError, match=f"{name} must be a whole number >= 1"):
+        cells["churn_table"](n_rows, rows_per_partition)
 
 
-def test_write_reuses_same_parameters_and_rewrites_others(dataset):
-    before = sorted(path.stat().st_mtime_ns for path in dataset.glob("*.parquet"))
-    assert dc.write_dataset(dataset, n_rows=3_000, rows_per_partition=1_000, seed=3) == dataset
-    assert sorted(path.stat().st_mtime_ns for path in dataset.glob("*.parquet")) == before
+def test_best_possible_accuracy_is_the_true_models_accuracy(cells):
+    table = cells["make_partition"]((0, 0, 20_000, 5))
+    region = table["region"].map({name: code for code, name in enumerate(chapter.REGIONS)}).to_numpy()
+    plan = table["plan"].map({name: code for code, name in enumerate(chapter.PLANS)}).to_numpy()
+    logit = (table[chapter.NUMERIC_COLUMNS].to_numpy() @ chapter.NUMERIC_WEIGHTS
+             + chapter.REGION_EFFECTS[region] + chapter.PLAN_EFFECTS[plan])
+    expected = float(((logit > 0) == table[chapter.TARGET].to_numpy()).mean())
+    assert chapter.best_possible_accuracy(table) == pytest.approx(expected)
+    assert 0.65 < expected < 0.85
+    perfect = table.assign(churned=(logit > 0).astype("int64"))
+    assert chapter.best_possible_accuracy(perfect) == 1.0
+    assert chapter.best_possible_accuracy(perfect.assign(churned=1 - perfect["churned"])) == 0.0
 
 
-def test_write_refuses_a_folder_it_did_not_write(tmp_path):
-    (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(dc.DaskCollectionsError, match="not written by write_dataset"):
-        dc.write_dataset(tmp_path, n_rows=10)
-    assert (tmp_path / "notes.txt").exists()
-
-
-@pytest.mark.parametrize("n_rows", [0, -5, 2.5, True, "100"])
-def test_bad_sizes(n_rows):
-    with pytest.raises(dc.DaskCollectionsError, match="n_rows must be a whole number"):
-        dc.make_table(n_rows)
-
-
-def test_missing_parquet_path(tmp_path):
-    with pytest.raises(dc.DaskCollectionsError, match="No parquet dataset at .*write_dataset"):
-        dc.read_dataset(tmp_path / "does-not-exist")
-    with pytest.raises(dc.DaskCollectionsError, match="No parquet dataset"):
-        dc.read_dataset(tmp_path)  # exists, but holds no parquet files
-
-
-def test_missing_column(dataset):
-    with pytest.raises(dc.DaskCollectionsError, match=r"\['income'\] not in the dataframe"):
-        dc.read_dataset(dataset, columns=["x0", "income"])
-    frame = dc.read_dataset(dataset, columns=["x0", dc.TARGET])
-    assert list(frame.columns) == ["x0", dc.TARGET]
-    with pytest.raises(dc.DaskCollectionsError, match="not in the dataframe"):
-        dc.best_possible_accuracy(frame)
-
-
-def test_first_rows_reads_only_what_it_needs(dataset):
-    frame = dc.read_dataset(dataset)
-    head = dc.first_rows(frame, 1_500)
-    assert head.npartitions == 2
-    assert len(head.compute()) == 1_500
-
-
-def test_first_rows_needs_known_divisions(dataset):
-    frame = dc.read_dataset(dataset).clear_divisions()
-    with pytest.raises(dc.DaskCollectionsError, match="unknown divisions.*calculate_divisions=True"):
-        dc.first_rows(frame, 10)
-
-
-def test_best_possible_accuracy_matches_pandas(dataset):
-    frame = dc.read_dataset(dataset)
-    table = frame.compute()
-    region = table["region"].map({name: i for i, name in enumerate(dc.REGIONS)}).to_numpy()
-    plan = table["plan"].map({name: i for i, name in enumerate(dc.PLANS)}).to_numpy()
-    logit = (table[dc.NUMERIC_COLUMNS].to_numpy() @ dc.NUMERIC_WEIGHTS
-             + dc.REGION_EFFECTS[region] + dc.PLAN_EFFECTS[plan])
-    expected = float(((logit > 0).astype(int) == table[dc.TARGET].to_numpy()).mean())
-    assert dc.best_possible_accuracy(frame) == pytest.approx(expected)
-    assert 0.6 < expected < 0.9
-
-
-def test_sizes_and_to_float(dataset):
-    frame = dc.read_dataset(dataset)
-    assert 0 < dc.folder_gib(dataset) < 0.01
-    assert dc.dataset_gib(frame) * 2**30 > 3_000 * 8 * dc.N_NUMERIC
-    converted = dc.to_float(pd.DataFrame({"a": [True, False]}))
-    assert converted["a"].dtype == np.float64
+def test_best_possible_accuracy_refuses_what_it_cannot_score(cells):
+    table = cells["make_partition"]((0, 0, 100, 0))
+    with pytest.raises(chapter.DaskCollectionsError, match="pandas DataFrame.*compute"):
+        chapter.best_possible_accuracy(dd.from_pandas(table, npartitions=1))
+    with pytest.raises(chapter.DaskCollectionsError, match=r"\['churned'\] not in the dataframe"):
+        chapter.best_possible_accuracy(table.drop(columns="churned"))
+    with pytest.raises(chapter.DaskCollectionsError, match="Unknown region or plan"):
+        chapter.best_possible_accuracy(table.assign(region="atlantis"))
 
 
 def test_learning_curve_figure(tmp_path, monkeypatch):
-    from scaling_ml import plots
-
     monkeypatch.setattr(plots, "FIGURES_DIR", tmp_path)
-    sizes = [100, 1_000, 10_000]
     scores = np.array([[0.7, 0.72], [0.73, 0.74], [0.74, 0.745]])
-    dc.plot_learning_curve(sizes, scores + 0.01, scores, best=0.75, name="curve")
+    chapter.plot_learning_curve([100, 1_000, 10_000], scores + 0.01, scores, best=0.75, name="curve")
     assert (tmp_path / "curve.png").stat().st_size > 0
 
 
-def test_quiet_worker_logs_restores_levels():
-    import logging
-
-    from scaling_ml import cluster
+def test_memory_figure_puts_sampled_steps_on_one_axis_that_ends_with_the_last_sample():
+    from distributed.diagnostics import MemorySampler
 
     with dask.config.set(scheduler=None):
-        client = cluster.get_client(n_workers=1)
+        client = cluster.get_client(local=True, n_workers=1)
         try:
-            def level():
-                return logging.getLogger("distributed.worker").level
-
-            before = client.run(level)
-            with dc.quiet_worker_logs(client):
-                assert set(client.run(level).values()) == {logging.CRITICAL}
-                with pytest.raises(ZeroDivisionError):
-                    client.submit(lambda: 1 / 0).result()
-            assert client.run(level) == before
+            memory = MemorySampler()
+            with memory.sample("first", client=client, interval=0.05):
+                time.sleep(0.5)
+            with memory.sample("second", client=client, interval=0.05):
+                client.submit(np.ones, 10_000_000).result()
+                time.sleep(0.5)
         finally:
             client.close()
+    samples = memory.to_pandas()
+    frame = chapter.memory_in_seconds(samples)
+    assert frame.index[0] == 0 and frame.index.is_monotonic_increasing
+    assert frame["first"].dropna().index.max() < frame["second"].dropna().index.min()
+    assert frame.max().max() == pytest.approx(samples.max().max() / 2**30)
+    figure = chapter.plot_cluster_memory(samples, limit_gib=2.0, dataset_gib=3.0)
+    ax = figure.axes[0]
+    assert ax.get_xlim() == (0, frame.index[-1])
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels == ["first", "second", "memory limit", "the table in memory"]
+
+
+def test_memory_figure_refuses_aligned_or_empty_samples():
+    aligned = pd.DataFrame({"a": [1.0, 2.0]}, index=pd.to_timedelta([0, 1], unit="s"))
+    with pytest.raises(chapter.DaskCollectionsError, match="align=False"):
+        chapter.memory_in_seconds(aligned)
+    with pytest.raises(chapter.DaskCollectionsError, match="no samples"):
+        chapter.memory_in_seconds(pd.DataFrame(index=pd.DatetimeIndex([])))
+
+
+def test_the_notebook_work_runs_on_workers_without_the_book_package(cells, tmp_path):
+    """The chapter's worker-side code needs only the pinned libraries (cloudpickle sends it by value)."""
+    from dask_ml.linear_model import LogisticRegression
+    from dask_ml.model_selection import train_test_split
+
+    namespace = {"__name__": "refuse_book_package"}
+    exec(compile(REFUSE_BOOK_PACKAGE, "<refuse_book_package>", "exec"), namespace)
+    with dask.config.set(scheduler=None):
+        client = cluster.get_client(local=True, n_workers=1)
+        try:
+            client.run(namespace["refuse_book_package"])
+            # The check can fail: a function of the book's package does not reach these workers.
+            with pytest.raises(ModuleNotFoundError, match="scaling_ml"):
+                client.submit(chapter.check_table_size, 1, 1).result()
+
+            path = f"{tmp_path}/churn"
+            cells["churn_table"](20_000, 5_000).to_parquet(path, overwrite=True, use_dictionary=["region", "plan"])
+            table = dd.read_parquet(path, index="row", calculate_divisions=True)
+            X_train, _, y_train, _ = train_test_split(table.drop(columns="churned"), table["churned"],
+                                                      test_size=0.2, shuffle=True, random_state=0)
+            cells["preprocess"].fit(X_train)
+            X, y = cells["to_arrays"](table.loc[:17_999])
+            model = LogisticRegression(solver="lbfgs", max_iter=2).fit(X, y)
+            accuracy = float(((model.decision_function(X) > 0) == (y == 1)).mean().compute())
+            still_refused = client.run(lambda: "scaling_ml" in sys.modules)
+        finally:
+            client.close()
+    assert 0.65 < accuracy < 0.85
+    assert set(still_refused.values()) == {False}
