@@ -27,7 +27,7 @@ IGNORE_TAGS = {"nbval-ignore-output", "nbval-skip"}
 # when its rewrite lands, and the set must end empty.
 PENDING_REWRITE: set[str] = {
     "00_setup", "01_distributed_training", "02_predict_large_data", "03_incremental_training",
-    "04_dask_collections", "05_laptop_to_cluster", "06_when_scaling_goes_wrong",
+    "04_dask_collections", "05_laptop_to_cluster", 
 }
 # Calls the book must not teach any more (the current API in parentheses, for the message).
 DEPRECATED = {
