@@ -86,7 +86,7 @@ render: env
 
 test: data render
 	$(BIN)/ruff check .
-	$(BIN)/pytest tests notebooks $(NBVAL)
+	$(BIN)/pytest tests notebooks $(NBVAL) --durations=25
 	@$(MAKE) --no-print-directory check-processes
 
 notebooks: data
