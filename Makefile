@@ -96,6 +96,7 @@ notebooks: data
 	    --ExecutePreprocessor.timeout=$(CELL_TIMEOUT) "$$notebook"; \
 	done
 	$(PY) -m scaling_ml.status --stamp-notebooks $(NB)
+	$(PY) -m scaling_ml.workshop schedule
 	@$(MAKE) --no-print-directory check-processes
 
 bench: data

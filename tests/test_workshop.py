@@ -123,3 +123,23 @@ def test_an_exercise_without_its_minutes_is_a_clear_error(tmp_path):
     path.write_text(json.dumps(notebook))
     with pytest.raises(workshop.ScheduleError, match="does not say how long"):
         workshop.notebook_minutes(path)
+
+
+def test_the_committed_schedule_matches_the_notebooks():
+    # make notebooks rewrites it; a chapter's new reading or exercise minutes must reach the guide.
+    assert workshop.SCHEDULE_PATH.read_text() == workshop.schedule_markdown(), (
+        "book/workshop_schedule.md is out of date: run `python -m scaling_ml.workshop schedule`")
+
+
+def test_the_guide_includes_the_schedule_the_times_and_every_chapter_s_notes():
+    guide = (PROJECT_ROOT / "book" / "instructor_guide.md").read_text()
+    for included in ["workshop_schedule.md", "notebook_times.md"]:
+        assert f"{{include}} {included}" in guide
+    notebooks = sorted(path.stem for path in (PROJECT_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert len(notebooks) >= 7
+    for stem in notebooks:
+        notes = PROJECT_ROOT / "book" / "instructor_notes" / f"{stem}.md"
+        assert notes.exists(), f"no instructor notes for {stem}"
+        assert f"{{include}} instructor_notes/{stem}.md" in guide, f"the guide does not include {notes.name}"
+        text = notes.read_text()
+        assert "Where learners go wrong" in text and "Common failures" in text, notes.name
