@@ -104,12 +104,13 @@ def write_learner_notebooks(out_dir: str | Path, source_dir: Path = NOTEBOOKS_DI
 
 @dataclass
 class Block:
-    """One block of a session: a notebook taught with some of its exercises live, or a break."""
+    """One block of a session: a notebook taught with some of its exercises live, or a break
+    (or another block of fixed minutes, such as a wrap-up)."""
 
     title: str
     notebook: str | None = None       # a notebook's stem; None for a break
     live_exercises: tuple[int, ...] = ()  # 1-based numbers of the exercises done in the room
-    minutes: int | None = None        # only for breaks; a notebook's minutes are computed
+    minutes: int | None = None        # only without a notebook; a notebook's minutes are computed
 
 
 @dataclass
@@ -126,14 +127,14 @@ PLANS = [
         Block("Distributed training: a grid search on the cluster", "01_distributed_training", (1,)),
         Block("Break", minutes=10),
         Block("Train small, predict large", "02_predict_large_data", (1,)),
-        Block("Incremental training and Hyperband", "03_incremental_training", (1,)),
         Block("Break", minutes=10),
-        Block("Dask collections and dask-ml estimators", "04_dask_collections", (1,)),
-    ], homework=["05_laptop_to_cluster", "06_when_scaling_goes_wrong", "07_without_dask_ml"]),
+        Block("Incremental training and Hyperband", "03_incremental_training", (1,)),
+        Block("Wrap-up: what chapters 4 to 7 add, questions", minutes=10),
+    ], homework=["04_dask_collections", "05_laptop_to_cluster", "06_when_scaling_goes_wrong",
+                 "07_without_dask_ml"]),
     Plan("90-minute session", 90, [
         Block("Setup and your first cluster", "00_setup"),
         Block("Distributed training: a grid search on the cluster", "01_distributed_training", (1,)),
-        Block("Break", minutes=5),
         Block("Train small, predict large", "02_predict_large_data"),
     ], homework=["03_incremental_training", "04_dask_collections", "05_laptop_to_cluster",
                  "06_when_scaling_goes_wrong", "07_without_dask_ml"]),
