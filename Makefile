@@ -84,9 +84,17 @@ render: env
 	$(BIN)/jupyter-book build . --config _build_config_render.yml -W -n --keep-going; \
 	  status=$$?; rm -f _build_config_render.yml; exit $$status
 
+# Strict nbval runs every notebook once. Chapters 1, 3 and 4 run on the external-cluster lane
+# (tests/test_external_cluster.py: workers in their own network namespaces, without the book's
+# package), so the LocalCluster pass leaves them out; chapter 0 runs in both, because its cell with
+# the LocalCluster(...) call is the default path every reader takes first.
+EXTERNAL_LANE_CHAPTERS := 00 01 03 04
+export LANE_CHAPTERS := $(EXTERNAL_LANE_CHAPTERS)
+LOCAL_NBVAL_NOTEBOOKS := $(filter-out $(foreach chapter,$(filter-out 00,$(EXTERNAL_LANE_CHAPTERS)),notebooks/$(chapter)_%),$(NOTEBOOKS))
+
 test: data render
 	$(BIN)/ruff check .
-	$(BIN)/pytest tests notebooks $(NBVAL) --durations=25
+	$(BIN)/pytest tests $(LOCAL_NBVAL_NOTEBOOKS) $(NBVAL) --durations=25
 	@$(MAKE) --no-print-directory check-processes
 
 notebooks: data

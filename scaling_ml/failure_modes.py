@@ -39,13 +39,13 @@ def runs_table(document: dict, case: str):
         raise FailureModesError(
             f"No runs for case {case!r} in the results: run `python benchmarks/failure_modes.py` "
             "(or `make bench`) to measure it.")
-    table = pd.DataFrame(runs).drop(columns=["case"])
-    missing = [column for column in CASE_COLUMNS[case] if column not in table]
+    # Per run: a DataFrame of runs with and without a field would fill the gaps with NaN.
+    missing = [column for column in CASE_COLUMNS[case] if any(column not in run for run in runs)]
     if missing:
         raise FailureModesError(
             f"The runs of case {case!r} lack {missing}: the results file is from an older "
             "benchmark; run `python benchmarks/failure_modes.py` again.")
-    return table
+    return pd.DataFrame(runs).drop(columns=["case"])
 
 
 def plot_chunk_overhead(runs, ax=None):

@@ -43,3 +43,17 @@ def learner_venv_from_wheelhouse(tmp_path_factory):
                              capture_output=True, text=True, cwd=ROOT)
     assert install.returncode == 0, install.stdout + install.stderr
     return venv, wheelhouse
+
+
+@pytest.fixture(autouse=True)
+def environment_as_before():
+    """Undo what a test leaves in os.environ. A LocalCluster's nannies set OMP_NUM_THREADS=1 and
+    friends in the process that starts them (distributed's nanny.pre-spawn-environ), so without
+    this the kernels nbval starts after the unit tests inherited them: NumPy's BLAS then ran on one
+    thread, and chapter 6's make_classification changed in the last digits (its printed accuracies
+    moved). A reader's kernel has no such variables; neither have nbval's kernels now."""
+    before = dict(os.environ)
+    yield
+    for name in set(os.environ) - set(before):
+        del os.environ[name]
+    os.environ.update(before)

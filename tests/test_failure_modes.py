@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import dask
+import distributed  # noqa: F401  (loads its configuration, read below at import time)
 import pytest
 
 from scaling_ml import failure_modes, measure
@@ -97,6 +96,8 @@ def test_plot_chunk_overhead_needs_two_chunk_sizes():
 # product differs in the last digit of a few values, which once changed chapter 6's printed
 # accuracies (0.462/0.736 against 0.464/0.730).
 NANNY_ENVIRONMENT = set(dask.config.get("distributed.nanny.pre-spawn-environ")) | {"PYTHONHASHSEED"}
+# What the session started with (pytest imports this module before any test runs).
+ORIGINAL_MALLOC = os.environ.get("MALLOC_TRIM_THRESHOLD_")
 
 
 def test_nanny_environment_names_the_variables_a_nanny_leaves_behind():
@@ -104,14 +105,19 @@ def test_nanny_environment_names_the_variables_a_nanny_leaves_behind():
             "MALLOC_TRIM_THRESHOLD_"} <= NANNY_ENVIRONMENT
 
 
-def test_chapter_gives_its_committed_outputs_in_a_fresh_process_with_a_clean_environment():
-    """Strict nbval on the chapter alone, in a new pytest process without the nanny's variables."""
-    environment = {name: value for name, value in os.environ.items() if name not in NANNY_ENVIRONMENT}
-    command = [sys.executable, "-m", "pytest", "--nbval", "--nbval-sanitize-with",
-               str(ROOT / "tests" / "nbval_sanitize.cfg"), "--nbval-cell-timeout=900",
-               str(NOTEBOOK.relative_to(ROOT)), "-p", "no:cacheprovider", "-q"]
-    result = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True,
-                            timeout=1800)
-    assert result.returncode == 0, (
-        "chapter 6 run on its own, with a clean environment, does not give its committed outputs:\n"
-        + result.stdout[-6000:] + result.stderr[-2000:])
+def test_the_tests_leave_no_nanny_environment_for_the_notebooks_kernels():
+    """tests/conftest.py's environment_as_before undoes what a test's LocalCluster sets."""
+    from distributed import LocalCluster
+
+    before = {name: os.environ.get(name) for name in NANNY_ENVIRONMENT}
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None):
+        pass
+    # Inside a test the nanny's variables are set (the reason for the fixture) ...
+    assert any(os.environ.get(name) != before[name] for name in NANNY_ENVIRONMENT)
+
+
+def test_the_previous_test_s_nanny_environment_is_gone():
+    # ... and the test after it sees the environment the session started with.
+    assert os.environ.get("MALLOC_TRIM_THRESHOLD_") == ORIGINAL_MALLOC
+

@@ -270,3 +270,19 @@ def test_the_helpers_of_this_test_find_what_they_should():
 def pytest_terminal_summary_lines() -> list[str]:
     return [f"{name}: {checked} of {total} code cells checked by nbval"
             for name, (checked, total) in sorted(CHECKED_CELLS_REPORT.items())]
+
+
+def test_make_test_checks_every_notebook_with_strict_nbval_once():
+    """make test's LocalCluster pass and the external-cluster lane together cover every notebook."""
+    import subprocess
+
+    from tests.test_external_cluster import CHAPTERS as LANE
+
+    dry_run = subprocess.run(["make", "-n", "--no-print-directory", "test"], capture_output=True, text=True,
+                             cwd=ROOT, check=True).stdout
+    [command] = [line for line in dry_run.splitlines() if "pytest tests" in line]
+    local = set(re.findall(r"notebooks/(\w+)\.ipynb", command))
+    on_the_lane = {path.stem for path in NOTEBOOKS if path.stem[:2] in LANE}
+    missing = {path.stem for path in NOTEBOOKS} - local - on_the_lane
+    assert not missing, f"no strict nbval run of {sorted(missing)} in make test"
+    assert "--nbval " in command and "00_setup" in local and len(on_the_lane) >= 4
