@@ -1,4 +1,10 @@
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -26,23 +32,66 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(line)
 
 
+class _OfflineInstall(threading.Thread):
+    """Build a wheelhouse of this machine's wheels, then fill a fresh virtual environment from it
+    with `make env WHEELHOUSE=...` (no package index). About two minutes of pip on one core, so it
+    starts as soon as collection finds a test that needs it and runs beside the other tests."""
+
+    def __init__(self):
+        super().__init__(name="offline-install", daemon=True)
+        self.base = Path(tempfile.mkdtemp(prefix="offline-install-"))
+        self.wheelhouse, self.venv = self.base / "wheelhouse", self.base / "venv"
+        self.commands = [
+            [sys.executable, "-m", "scaling_ml.wheelhouse", "build", str(self.wheelhouse), "--host-only"],
+            ["make", "--no-print-directory", "env", f"WHEELHOUSE={self.wheelhouse}", f"VENV={self.venv}",
+             f"PYTHON={sys.executable}"],
+        ]
+        self.process, self.failure, self.stopped = None, None, False
+
+    def run(self):
+        for command in self.commands:
+            if self.stopped:
+                return
+            self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                            text=True, cwd=ROOT, start_new_session=True)
+            output, _ = self.process.communicate()
+            if self.process.returncode != 0:
+                self.failure = f"$ {' '.join(command)}\n{output}"
+                return
+
+    def stop(self):
+        """End pip (and make) if the session ends first, and remove the folder."""
+        self.stopped = True
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        self.join(timeout=60)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+_offline_install: _OfflineInstall | None = None
+
+
+def pytest_collection_finish(session):
+    global _offline_install
+    if any("learner_venv_from_wheelhouse" in getattr(item, "fixturenames", ()) for item in session.items):
+        _offline_install = _OfflineInstall()
+        _offline_install.start()
+
+
+def pytest_sessionfinish(session):
+    if _offline_install is not None:
+        _offline_install.stop()
+
+
 @pytest.fixture(scope="session")
-def learner_venv_from_wheelhouse(tmp_path_factory):
+def learner_venv_from_wheelhouse():
     """A wheelhouse of this machine's wheels, built here, and a fresh virtual environment that
     `make env WHEELHOUSE=...` filled from it with no package index: (venv, wheelhouse)."""
-    import subprocess
-    import sys
-
-    base = tmp_path_factory.mktemp("offline-install")
-    wheelhouse, venv = base / "wheelhouse", base / "venv"
-    build = subprocess.run([sys.executable, "-m", "scaling_ml.wheelhouse", "build", str(wheelhouse),
-                            "--host-only"], capture_output=True, text=True, cwd=ROOT)
-    assert build.returncode == 0, build.stdout + build.stderr
-    install = subprocess.run(["make", "--no-print-directory", "env", f"WHEELHOUSE={wheelhouse}",
-                              f"VENV={venv}", f"PYTHON={sys.executable}"],
-                             capture_output=True, text=True, cwd=ROOT)
-    assert install.returncode == 0, install.stdout + install.stderr
-    return venv, wheelhouse
+    assert _offline_install is not None, "the offline install starts when collection needs it"
+    _offline_install.join(timeout=1800)
+    assert not _offline_install.is_alive(), "the offline install took more than 30 minutes"
+    assert _offline_install.failure is None, _offline_install.failure
+    return _offline_install.venv, _offline_install.wheelhouse
 
 
 @pytest.fixture(autouse=True)

@@ -16,9 +16,9 @@ keys, so every search sends it again under the same keys. When a release of thos
 scheduler just before the new scatter does, the scheduler's "free-keys" message to a worker (sent
 in batches every few milliseconds) can arrive after the new copy's direct ``update_data``: the
 worker then drops the data the scheduler records as there, and the broadcast's replication retries
-forever. Each run forces the releases that a notebook makes at random moments, as
-/work/brief/scatter_race_repro.py does: a previous scatter of the same data is dropped right
-before the search, and the search's joblib backend is garbage-collected right after it.
+forever. Each run forces the releases that a notebook makes at random moments: a previous
+scatter of the same data is dropped right before the search, and the search's joblib backend is
+garbage-collected right after it.
 
 The session then counts how often the scheduler released (forgot) the scattered keys: every
 release is a chance for the race. Under the taught pattern the count must be 0 (the keys stay
