@@ -9,8 +9,8 @@
 #    (pinned set / newest releases: pass, or the first error), and every failing test.
 #
 # What the newest-releases lane compares differently (and nothing else):
-# - the versions a notebook prints, masked by tests/nbval_sanitize_latest.cfg on top of
-#   tests/nbval_sanitize.cfg;
+# - the versions a notebook prints, the setup check's summary line and scores printed with three
+#   decimals, masked by tests/nbval_sanitize_latest.cfg on top of tests/nbval_sanitize.cfg;
 # - FutureWarning and DeprecationWarning are ignored (PYTHONWARNINGS, inherited by the kernels and
 #   the Dask workers): newer libraries announce changed defaults with them (scikit-learn 1.8+ on
 #   LogisticRegressionCV, with no argument that silences it in 1.7.2 as well). They announce a

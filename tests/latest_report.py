@@ -91,7 +91,8 @@ def report(report_dir: Path, notebooks, versions: list[str] | None = None) -> st
     lines += versions if versions is not None else versions_table()
     lines += ["", "## Chapter by chapter", "",
               "Strict output checks (nbval) of each notebook with the pinned set and with the newest "
-              "releases. The newest-releases lane masks the versions a notebook prints "
+              "releases. The newest-releases lane masks the versions a notebook prints, the setup "
+              "check's summary and scores printed with three decimals "
               "(tests/nbval_sanitize_latest.cfg) and ignores FutureWarning and DeprecationWarning "
               "(they announce changes to come); every other output must be the committed one.", ""]
     lines += chapter_table(latest, pinned, notebooks)
