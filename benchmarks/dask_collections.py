@@ -70,7 +70,7 @@ def measure_accuracy(cells, path: str, n_rows: int, rows_per_partition: int, sam
     dask_ml_accuracy = float(logistic.score(X_test_array, y_test_array))
 
     test_table = X_test.assign(churned=y_test).compute()
-    sample = X_train.assign(churned=y_train).loc[: sample_rows - 1].compute()
+    sample = X_train.assign(churned=y_train).head(sample_rows, npartitions=-1)
     sklearn_model = clone(cells["sklearn_model"])
     with measure.timer() as sklearn_seconds:
         sklearn_model.fit(sample.drop(columns="churned"), sample["churned"])
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     parser.add_argument("--accuracy-rows", type=int, default=1_000_000)
     parser.add_argument("--accuracy-rows-per-partition", type=int, default=250_000)
     parser.add_argument("--sample-rows", type=int, default=250_000,
-                        help="scikit-learn trains on the training rows among the first SAMPLE_ROWS")
+                        help="scikit-learn trains on the first SAMPLE_ROWS training rows")
     parser.add_argument("--memory-rows", type=int, default=20_000_000)
     parser.add_argument("--memory-rows-per-partition", type=int, default=125_000)
     parser.add_argument("--memory-limit", default="768MiB", help="per worker, for the memory claim")

@@ -113,10 +113,20 @@ def case8_accuracies(cells, n_samples, partitions):
     return runs
 
 
+def draw_figure(chunk_runs, figures_dir=None):
+    figure, ax = plots.new_figure()
+    failure_modes.plot_chunk_overhead(chunk_runs, ax=ax)
+    return plots.save_figure(figure, "failure_modes_chunk_overhead", figures_dir)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a fast smoke run into a temp dir")
+    parser.add_argument("--replot", action="store_true", help="only redraw the figure from the saved results")
     args = parser.parse_args(argv)
+    if args.replot:
+        print("wrote", draw_figure(failure_modes.runs_table(failure_modes.load_results(), "7")))
+        return
     sizes = SIZES["quick" if args.quick else "full"]
     results_dir, figures_dir = (tempfile.mkdtemp(), tempfile.mkdtemp()) if args.quick else (None, None)
     # The notebook's cells use numpy as np, as the notebook's set-up cell imports it.
@@ -147,9 +157,7 @@ def main(argv=None):
     ]
     path = measure.write_results(failure_modes.BENCHMARK_NAME, claims, runs, results_dir=results_dir)
 
-    figure, ax = plots.new_figure()
-    failure_modes.plot_chunk_overhead(failure_modes.runs_table({"runs": case7}, "7"), ax=ax)
-    figure_path = plots.save_figure(figure, "failure_modes_chunk_overhead", figures_dir)
+    figure_path = draw_figure(failure_modes.runs_table({"runs": case7}, "7"), figures_dir)
     for claim in claims:
         print(measure.format_claim(claim))
     print(f"wrote {path} and {figure_path}")

@@ -63,9 +63,10 @@ def plot_chunk_overhead(runs, ax=None):
                    linewidths=0)
     ax.plot(runs["rows_per_chunk"], runs["seconds"], marker="o", color=plots.COLOURS[0],
             label="median of the passes")
-    for rows, seconds, tasks in zip(runs["rows_per_chunk"], runs["seconds"], runs["tasks"]):
-        ax.annotate(f"{tasks} task{'s' if tasks != 1 else ''}", (rows, seconds), xytext=(4, 6),
-                    textcoords="offset points", fontsize="small")
+    for index, (rows, seconds, tasks) in enumerate(zip(runs["rows_per_chunk"], runs["seconds"], runs["tasks"])):
+        # Labels alternate above and below the line, so that neighbouring chunk sizes stay readable.
+        ax.annotate(f"{tasks} task{'s' if tasks != 1 else ''}", (rows, seconds),
+                    xytext=(4, 6 if index % 2 == 0 else -12), textcoords="offset points", fontsize="small")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("rows per chunk")
