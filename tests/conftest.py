@@ -47,13 +47,15 @@ class _OfflineInstall(threading.Thread):
              f"PYTHON={sys.executable}"],
         ]
         self.process, self.failure, self.stopped = None, None, False
+        self.lock = threading.Lock()  # no command starts after stop() has looked
 
     def run(self):
         for command in self.commands:
-            if self.stopped:
-                return
-            self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                            text=True, cwd=ROOT, start_new_session=True)
+            with self.lock:
+                if self.stopped:
+                    return
+                self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                                text=True, cwd=ROOT, start_new_session=True)
             output, _ = self.process.communicate()
             if self.process.returncode != 0:
                 self.failure = f"$ {' '.join(command)}\n{output}"
@@ -61,9 +63,10 @@ class _OfflineInstall(threading.Thread):
 
     def stop(self):
         """End pip (and make) if the session ends first, and remove the folder."""
-        self.stopped = True
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+        with self.lock:
+            self.stopped = True
+            if self.process is not None and self.process.poll() is None:
+                os.killpg(self.process.pid, signal.SIGTERM)
         self.join(timeout=60)
         shutil.rmtree(self.base, ignore_errors=True)
 
