@@ -193,12 +193,14 @@ def plot_prediction_throughput(results: dict, ax=None):
     if ax is None:
         figure, ax = plots.new_figure(width=5)
     runs = _runs(results, "prediction")
+    ax.set_ylim(0, 1.15 * max(run["rows_per_second"] for run in runs) / 1e6)  # room for the labels
     for position, method in enumerate(PREDICTION_METHODS):
         values = np.array([run["rows_per_second"] for run in runs if run["method"] == method]) / 1e6
         ax.bar(position, np.median(values), color=plots.COLOURS[position], alpha=0.8)
         ax.plot(np.full(len(values), position), values, "o", color="black", markersize=3)
-        ax.annotate(f"{np.median(values):.1f}", (position, np.median(values)), ha="center",
-                    va="bottom", xytext=(0, 3), textcoords="offset points")
+        # The median's label above the highest dot, clear of the dots.
+        ax.annotate(f"median {np.median(values):.1f}", (position, values.max()), ha="center",
+                    va="bottom", xytext=(0, 4), textcoords="offset points")
     ax.set_xticks(range(len(PREDICTION_METHODS)), PREDICTION_METHODS)
     ax.set_ylabel("million rows per second")
     ax.set_title("predict on the same persisted chunks")
