@@ -1,18 +1,14 @@
 """Chapter 5, "From laptop to cluster": what its cells call but a reader need not type.
 
-The chapter starts real command-line processes, as a reader or an administrator would in a
-terminal of their own: ``dask scheduler``, ``dask worker`` and a ``dask-gateway-server``.
-
-* :func:`start_command` runs one command line in the background with its output in a log file,
-  and :meth:`BackgroundCommand.stop` stops it again with all its children (a worker's nanny
-  starts the worker as a child). Whatever a notebook started and did not stop is stopped when
-  its kernel exits, so no process outlives the notebook.
-* :func:`wait_for_file`: wait for the file a scheduler writes its address to, with a clear error
-  (``Client(scheduler_file=...)`` waits for ever when the scheduler died instead).
-* :func:`log_lines`: the lines of a log file that mention given words.
-* :func:`start_local_gateway`: a Dask Gateway server on 127.0.0.1 with its local backend, which
-  on a JupyterHub an administrator runs, not the reader.
-* :func:`scale_up_knobs` / :func:`format_knobs`: every ``# Scale up:`` comment of the chapters.
+The chapter starts real command-line processes (``dask scheduler``, ``dask worker``,
+``dask-gateway-server``) as a reader or an administrator would in a terminal of their own.
+:func:`start_command` runs one in the background with its output in a log file, and
+:meth:`BackgroundCommand.stop` stops it with all its children (a nanny starts its worker as a
+child); what a notebook did not stop is stopped when its kernel exits. :func:`wait_for_file` waits
+for a scheduler file with a clear error (``Client(scheduler_file=...)`` waits for ever when the
+scheduler died); :func:`log_lines` picks lines out of a log; :func:`start_local_gateway` runs a
+Dask Gateway on 127.0.0.1 (on a hub, the administrator's job); :func:`scale_up_knobs` and
+:func:`format_knobs` collect every ``# Scale up:`` comment of the chapters.
 """
 
 from __future__ import annotations
@@ -35,8 +31,7 @@ from pathlib import Path
 from scaling_ml import PROJECT_ROOT
 
 NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
-# Commands the reader types as `dask ...` (or `dask-gateway-server`) run from this environment:
-# a Jupyter kernel's PATH does not always include the environment's bin folder.
+# `dask ...` and `dask-gateway-server` run from this environment: a kernel's PATH may lack its bin folder.
 ENVIRONMENT_BIN = Path(sys.executable).parent
 
 
@@ -89,8 +84,8 @@ class BackgroundCommand:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=5)
         if self.is_running():
-            raise LaptopToClusterError(
-                f"`{' '.join(self.command[:2])}` (process group {self.pid}) still runs after SIGKILL.")
+            raise LaptopToClusterError(f"`{' '.join(self.command[:2])}` (process group {self.pid}) still runs "
+                                       "after SIGKILL.")
         with contextlib.suppress(ValueError):
             _STARTED.remove(self)
 
@@ -117,18 +112,16 @@ def _resolve(program: str) -> str:
     return found
 
 
-def start_command(command: list[str], log_file: str | os.PathLike,
-                  cwd: str | os.PathLike | None = None,
+def start_command(command: list[str], log_file: str | os.PathLike, cwd: str | os.PathLike | None = None,
                   env: dict[str, str] | None = None) -> BackgroundCommand:
     """Run ``command`` (a list, as typed in a terminal) in the background; output to ``log_file``.
 
-    ``dask`` and the other commands of this environment are run from it even when the kernel's
-    PATH lacks its bin folder. ``env``: extra environment variables.
+    ``dask`` and this environment's other commands run from it even when the kernel's PATH lacks its
+    bin folder. ``env``: extra environment variables.
     """
     if isinstance(command, str) or not command or not all(isinstance(part, str) for part in command):
-        raise LaptopToClusterError(
-            f"Give the command as a list of strings, for example ['dask', 'scheduler', '--port', "
-            f"'0'], not {command!r}.")
+        raise LaptopToClusterError("Give the command as a list of strings, for example "
+                                   f"['dask', 'scheduler', '--port', '0'], not {command!r}.")
     log_file = Path(log_file)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     full_command = [_resolve(command[0]), *command[1:]]
@@ -144,8 +137,7 @@ def start_command(command: list[str], log_file: str | os.PathLike,
     return started
 
 
-def wait_for_file(path: str | os.PathLike, started: BackgroundCommand,
-                  timeout: float = 60) -> Path:
+def wait_for_file(path: str | os.PathLike, started: BackgroundCommand, timeout: float = 60) -> Path:
     """Wait until ``started`` has written ``path`` (a scheduler file); a clear error if it exits."""
     path = Path(path)
     deadline = time.monotonic() + timeout
@@ -221,16 +213,15 @@ class LocalGateway:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         if left:
-            raise LaptopToClusterError(
-                f"The gateway left cluster processes {left} running; they were killed. See "
-                f"{self.server.log_file}.")
+            raise LaptopToClusterError(f"The gateway left cluster processes {left} running; they were killed. "
+                                       f"See {self.server.log_file}.")
 
 
 def start_local_gateway(directory: str | os.PathLike, timeout: float = 60) -> LocalGateway:
     """Start ``dask-gateway-server`` on 127.0.0.1 with its local backend; wait until it answers.
 
-    Its configuration, log and clusters go to ``directory``. Clients connect to
-    ``LocalGateway.address`` (the gateway's proxy) with user name anything and its ``password``.
+    Its configuration, log and clusters go to ``directory``. Clients connect to ``LocalGateway.address``
+    (the gateway's proxy) with any user name and its ``password``.
     """
     directory = Path(directory)
     clusters = directory / "clusters"
@@ -240,9 +231,8 @@ def start_local_gateway(directory: str | os.PathLike, timeout: float = 60) -> Lo
         proxy_port = _free_port()
     password = secrets.token_urlsafe(16)
     config = directory / "dask_gateway_config.py"
-    config.write_text(GATEWAY_CONFIG.format(
-        api_port=api_port, proxy_port=proxy_port, clusters=str(clusters), password=password,
-        dask=_resolve("dask")))
+    config.write_text(GATEWAY_CONFIG.format(api_port=api_port, proxy_port=proxy_port, clusters=str(clusters),
+                                            password=password, dask=_resolve("dask")))
     server = start_command(["dask-gateway-server", "--config", str(config)],
                            log_file=directory / "gateway.log", cwd=directory)
     address = f"http://127.0.0.1:{proxy_port}"
@@ -258,8 +248,7 @@ def start_local_gateway(directory: str | os.PathLike, timeout: float = 60) -> Lo
                     return LocalGateway(address, password, server, clusters)
         time.sleep(0.2)
     server.stop()
-    raise LaptopToClusterError(f"dask-gateway-server did not answer within {timeout} s; see "
-                               f"{server.log_file}.")
+    raise LaptopToClusterError(f"dask-gateway-server did not answer within {timeout} s; see {server.log_file}.")
 
 
 # ---------------------------------------------------------------- the Scale up table
@@ -282,25 +271,18 @@ def scale_up_knobs(notebooks=None) -> list[dict]:
 
     rows = []
     for path in chapter_notebooks() if notebooks is None else notebooks:
-        notebook = nbformat.read(path, as_version=4)
-        for cell in notebook.cells:
-            if cell.cell_type != "code":
-                continue
-            lines = cell.source.splitlines()
-            for index, line in enumerate(lines):
-                match = SCALE_UP.search(line)
+        cells = nbformat.read(path, as_version=4).cells
+        for lines in (cell.source.splitlines() for cell in cells if cell.cell_type == "code"):
+            for index, match in ((i, SCALE_UP.search(line)) for i, line in enumerate(lines)):
                 if not match:
                     continue
-                text = [match.group(1).strip()]
-                following = index + 1
+                text, following = [match.group(1).strip()], index + 1
                 while following < len(lines) and lines[following].lstrip().startswith("#"):
                     text.append(lines[following].lstrip().lstrip("#").strip())
                     following += 1
-                code_before = line[:match.start()].strip()
-                if code_before:  # an inline comment: the knob is on this line
-                    knob = code_before
-                else:
-                    knob = lines[following].strip() if following < len(lines) else ""
+                # An inline comment's knob is the code before it; else the next code line.
+                knob = lines[index][:match.start()].strip() or (
+                    lines[following].strip() if following < len(lines) else "")
                 rows.append({"chapter": Path(path).stem, "knob": knob,
                              "on a real cluster": " ".join(t for t in text if t)})
     return rows
