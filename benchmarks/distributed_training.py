@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import sys
 import tempfile
@@ -162,10 +161,7 @@ def reclaim(results_dir=None) -> tuple[Path, Path]:
     table = summarise(document["runs"])
     document["summary"] = table.reset_index().to_dict(orient="records")
     document["claims"] = [asdict(claim) for claim in benchmark_claims(table)]
-    path = measure.results_path(chapter.NAME, results_dir)
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(document, indent=2, default=lambda value: value.item()) + "\n")
-    os.replace(partial, path)
+    path = measure.write_document(chapter.NAME, document, results_dir)
     _, figure_path = chapter.plot_speedup(measure.load_results(chapter.NAME, results_dir),
                                           figures_dir=results_dir)
     return path, figure_path

@@ -155,6 +155,12 @@ def write_results(name: str, claims: list[Claim], runs: list[dict], extra: dict 
     }
     if extra:
         document.update(extra)
+    return write_document(name, document, results_dir)
+
+
+def write_document(name: str, document: dict, results_dir: str | os.PathLike | None = None) -> Path:
+    """Write a whole result document (a new one, or a stored one whose claims were recomputed) at
+    once: a reader never sees half a file."""
     path = results_path(name, results_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".json.partial")
