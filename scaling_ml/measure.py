@@ -2,7 +2,7 @@
 
 Every benchmark writes ``benchmarks/results/<name>.json`` through :func:`write_results`; notebooks
 and the status page read it back with :func:`load_results`. A claim's ``holds`` is always computed
-here from ``measured``, ``goal_op`` and ``goal``, never written by hand.
+here from ``measured``, its ``spread``, ``goal_op`` and ``goal``, never written by hand.
 """
 
 from __future__ import annotations
@@ -116,26 +116,55 @@ def peak_memory_gib(sampler, label: str | None = None) -> float:
 
 @dataclass
 class Claim:
-    """A measured claim: ``measured goal_op goal`` must hold."""
+    """A measured claim: ``measured goal_op goal`` must hold, and so must every value in ``spread``.
+
+    ``spread`` is the range ``[low, high]`` of the repeats or seeds behind ``measured`` (for a
+    ratio of two timed settings, :func:`ratio_spread`). A claim holds only when its whole spread
+    meets the goal: a "faster" whose spread reaches "no faster" is reported as no difference
+    measured here, never as a ranking. Without a spread the claim rests on ``measured`` alone.
+    """
 
     name: str
     measured: float
     unit: str
     goal: float
     goal_op: str = ">="
+    spread: list[float] | None = None
     holds: bool = field(init=False)
 
     def __post_init__(self):
         if self.goal_op not in GOAL_OPERATORS:
             raise MeasureError(f"goal_op must be one of {sorted(GOAL_OPERATORS)}, got {self.goal_op!r}.")
         self.measured = float(self.measured)
-        self.holds = bool(GOAL_OPERATORS[self.goal_op](self.measured, self.goal))
+        if self.spread is not None:
+            low, high = (float(value) for value in self.spread)
+            if not low <= self.measured <= high:
+                raise MeasureError(f"claim {self.name!r}: measured {self.measured:g} lies outside its "
+                                   f"spread [{low:g}, {high:g}].")
+            self.spread = [low, high]
+        self.holds = claim_holds(self.measured, self.goal_op, self.goal, self.spread)
+
+
+def claim_holds(measured: float, goal_op: str, goal: float, spread=None) -> bool:
+    """True when ``measured`` and both ends of ``spread`` meet ``goal_op goal``."""
+    compare = GOAL_OPERATORS[goal_op]
+    return all(compare(float(value), goal) for value in [measured, *(spread or [])])
+
+
+def ratio_spread(numerators, denominators) -> list[float]:
+    """The range of ``numerator / denominator`` over the repeats of two settings:
+    ``[min(a) / max(b), max(a) / min(b)]``. It excludes 1 only when the two ranges do not overlap."""
+    numerators, denominators = list(numerators), list(denominators)
+    if not numerators or not denominators or min(denominators) <= 0:
+        raise MeasureError("ratio_spread needs repeats of both settings, all of them above zero.")
+    return [min(numerators) / max(denominators), max(numerators) / min(denominators)]
 
 
 def format_claim(claim: Claim) -> str:
-    """One line for a benchmark's log: ``HOLDS  name: measured unit (goal op goal)``."""
-    return (f"{'HOLDS ' if claim.holds else 'MISSED'} {claim.name}: {claim.measured:.4g} {claim.unit} "
-            f"(goal {claim.goal_op} {claim.goal:g})")
+    """One line for a benchmark's log: ``HOLDS  name: measured unit [spread] (goal op goal)``."""
+    spread = f" [{claim.spread[0]:.4g}, {claim.spread[1]:.4g}]" if claim.spread else ""
+    return (f"{'HOLDS ' if claim.holds else 'MISSED'} {claim.name}: {claim.measured:.4g} {claim.unit}"
+            f"{spread} (goal {claim.goal_op} {claim.goal:g})")
 
 
 def results_path(name: str, results_dir: str | os.PathLike | None = None) -> Path:
@@ -186,7 +215,7 @@ def load_results(name: str, results_dir: str | os.PathLike | None = None) -> dic
         )
     document = json.loads(path.read_text())
     for claim in document.get("claims", []):
-        expected = GOAL_OPERATORS[claim["goal_op"]](claim["measured"], claim["goal"])
+        expected = claim_holds(claim["measured"], claim["goal_op"], claim["goal"], claim.get("spread"))
         if claim.get("holds") != expected:
             raise MeasureError(f"{path}: claim {claim['name']!r} has a 'holds' that its numbers contradict.")
     return document
@@ -198,7 +227,11 @@ def claims_table(document: dict):
 
     frame = pd.DataFrame(document["claims"])
     frame["goal"] = frame["goal_op"] + " " + frame["goal"].map(lambda goal: f"{goal:g}")
-    return frame[["name", "measured", "unit", "goal", "holds"]]
+    if "spread" not in frame:
+        frame["spread"] = None
+    frame["spread"] = frame["spread"].map(
+        lambda spread: f"{spread[0]:.4g} to {spread[1]:.4g}" if isinstance(spread, list) else "")
+    return frame[["name", "measured", "spread", "unit", "goal", "holds"]]
 
 
 def median(values) -> float:

@@ -164,10 +164,13 @@ def _number(value: float) -> str:
 def claims_table(rows: list[dict]) -> str:
     if not rows:
         return "No benchmark results yet: run `make bench`."
-    table = ["| Benchmark | Claim | Measured | Goal | Holds | Measured on |", "|---|---|---|---|---|---|"]
+    table = ["| Benchmark | Claim | Measured | Spread | Goal | Holds | Measured on |",
+             "|---|---|---|---|---|---|---|"]
     for row in rows:
+        spread = row.get("spread")
+        spread = f"{_number(spread[0])} to {_number(spread[1])}" if spread else "-"
         table.append(
-            f"| {row['benchmark']} | {row['name']} | {_number(row['measured'])} {row['unit']} | "
+            f"| {row['benchmark']} | {row['name']} | {_number(row['measured'])} {row['unit']} | {spread} | "
             f"{row['goal_op']} {_number(row['goal'])} {row['unit']} | "
             f"{'yes' if row['holds'] else '**no**'} | {row['date'][:10]}, {row['cores']} cores |")
     return "\n".join(table)

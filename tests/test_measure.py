@@ -16,6 +16,22 @@ def test_holds_is_computed_from_the_numbers():
         measure.Claim("x", 1, "x", 1, "=>")
 
 
+def test_a_claim_holds_only_when_its_whole_spread_meets_the_goal():
+    assert measure.Claim("faster", 1.07, "x", 1, ">", spread=[1.02, 1.10]).holds
+    assert not measure.Claim("faster", 1.07, "x", 1, ">", spread=[0.98, 1.10]).holds
+    assert not measure.Claim("bounded", 1.05, "x", 1.1, "<=", spread=[1.0, 1.12]).holds
+    with pytest.raises(measure.MeasureError, match="outside its spread"):
+        measure.Claim("faster", 1.5, "x", 1, ">", spread=[1.02, 1.10])
+
+
+def test_ratio_spread_excludes_one_only_when_the_ranges_do_not_overlap():
+    assert measure.ratio_spread([2.0, 2.2], [1.0, 1.1]) == pytest.approx([2.0 / 1.1, 2.2])
+    low, high = measure.ratio_spread([1.0, 1.3], [1.1, 1.2])
+    assert low < 1 < high
+    with pytest.raises(measure.MeasureError):
+        measure.ratio_spread([1.0], [])
+
+
 def test_results_round_trip_with_machine_and_versions(tmp_path):
     claims = [measure.Claim("speed-up", 1.9, "x", 1.8)]
     path = measure.write_results("example", claims, runs=[{"seconds": 1.0}], results_dir=tmp_path)
@@ -34,6 +50,10 @@ def test_a_hand_edited_holds_is_caught(tmp_path):
                                  results_dir=tmp_path)
     document = json.loads(path.read_text())
     document["claims"][0]["holds"] = True
+    path.write_text(json.dumps(document))
+    with pytest.raises(measure.MeasureError, match="contradict"):
+        measure.load_results("edited", results_dir=tmp_path)
+    document["claims"][0].update(measured=1.9, spread=[1.7, 2.0])  # the spread reaches below the goal
     path.write_text(json.dumps(document))
     with pytest.raises(measure.MeasureError, match="contradict"):
         measure.load_results("edited", results_dir=tmp_path)

@@ -36,7 +36,7 @@ def test_claims_table_shows_goal_and_whether_it_holds(tmp_path):
     measure.write_results("example", [measure.Claim("speed-up", 1.5, "x", 1.8)], runs=[], results_dir=tmp_path)
     rows = status.claims_rows(tmp_path)
     table = status.claims_table(rows)
-    assert "| example | speed-up | 1.5 x | >= 1.8 x | **no** |" in table
+    assert "| example | speed-up | 1.5 x | - | >= 1.8 x | **no** |" in table
 
 
 def test_site_check_reports_missing_pages(tmp_path):
