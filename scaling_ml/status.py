@@ -32,6 +32,9 @@ NOTEBOOK_GLOBS = ("[0-9][0-9]_*.ipynb", "appendix_*.ipynb")
 TIME_TO_LEARN = re.compile(r"\*\*Time to learn\*\*:(?P<text>[^\n]*(?:\n(?!\s*\n)[^\n]*)*)")
 READING = re.compile(r"about (\d+) minutes of reading")
 STATED_EXECUTION = re.compile(r"the notebook took (\d+(?:\.\d)? (?:s|min)) to execute")
+# What every exercise states under its heading ("*About 10 minutes.*").
+EXERCISE_MINUTES = re.compile(r"^\*About (\d+) minutes?\.\*", re.M)
+STATED_EXERCISES = re.compile(r"(\d+) minutes for its (\d+) exercises?")
 
 
 def _parse_time(stamp: str) -> _datetime.datetime:
@@ -91,11 +94,40 @@ def stated_execution_time(notebook: dict) -> str | None:
     return None
 
 
-def time_to_learn_line(reading_minutes: int, seconds: float | None, cores: int) -> str:
+def exercise_minutes(notebook: dict) -> list[int]:
+    """The minutes each exercise (a markdown cell tagged ``exercise``) states for itself."""
+    minutes = []
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "markdown" and "exercise" in cell["metadata"].get("tags", []):
+            match = EXERCISE_MINUTES.search("".join(cell["source"]))
+            if not match:
+                raise ValueError("every exercise states its minutes under its heading ('*About 10 "
+                                 f"minutes.*'); this one does not: {''.join(cell['source'])[:80]!r}")
+            minutes.append(int(match.group(1)))
+    return minutes
+
+
+def stated_exercise_minutes(notebook: dict) -> tuple[int, int] | None:
+    """(minutes, exercises) as the "Time to learn" line states them, or None."""
+    for cell in notebook["cells"]:
+        match = TIME_TO_LEARN.search("".join(cell["source"])) if cell["cell_type"] == "markdown" else None
+        if match:
+            stated = STATED_EXERCISES.search(match.group("text"))
+            return (int(stated.group(1)), int(stated.group(2))) if stated else None
+    return None
+
+
+def time_to_learn_line(reading_minutes: int, seconds: float | None, cores: int,
+                       exercises: list[int] = ()) -> str:
+    line = f"**Time to learn**: about {reading_minutes} minutes of reading"
+    if exercises:
+        count = len(exercises)
+        line += (f" and {sum(exercises)} minutes for its {count} exercise{'s' if count > 1 else ''}"
+                 f" ({reading_minutes + sum(exercises)} minutes in all)")
     if seconds is None:
-        return f"**Time to learn**: about {reading_minutes} minutes of reading."
-    return (f"**Time to learn**: about {reading_minutes} minutes of reading; the notebook took "
-            f"{format_duration(seconds)} to execute on the {cores}-core machine that built the book.")
+        return line + "."
+    return (line + f"; the notebook took {format_duration(seconds)} to execute on the {cores}-core "
+            "machine that built the book.")
 
 
 def stamp_notebook(path: Path, cores: int | None = None) -> bool:
@@ -114,8 +146,8 @@ def stamp_notebook(path: Path, cores: int | None = None) -> bool:
         reading = READING.search(match.group("text"))
         if not reading:
             raise ValueError(f"{path.name}: its Time to learn line must say 'about N minutes of reading'.")
-        new = text[:match.start()] + time_to_learn_line(int(reading.group(1)), seconds, cores) \
-            + text[match.end():]
+        line = time_to_learn_line(int(reading.group(1)), seconds, cores, exercise_minutes(notebook))
+        new = text[:match.start()] + line + text[match.end():]
         if new == text:
             return False
         lines = new.splitlines(keepends=True)

@@ -116,13 +116,11 @@ def test_follows_the_book_template(path):
     text = markdown(notebook)
     first = source(notebook["cells"][0])
     assert first.startswith("# "), f"{path.name} must open with a title"
-    headings = ["You will learn", "Prerequisites", "Time to learn", "In this notebook we have seen",
-                "What's next"]
-    if rewritten(path):
-        headings.insert(3, "Key points")
-    for heading in headings:
+    for heading in ["You will learn", "Prerequisites", "Time to learn", "Key points", "What's next"]:
         assert heading in text, f"{path.name} lacks '{heading}'"
-    assert text.index("You will learn") < text.index("In this notebook we have seen")
+    assert text.index("You will learn") < text.index("Key points") < text.index("What's next")
+    assert "In this notebook we have seen" not in text, (
+        f"{path.name}: one summary per chapter, its 'Key points'")
     last_code = source(code_cells(notebook)[-1])
     assert "client.close()" in last_code, f"{path.name} must end by closing its client"
 
@@ -135,6 +133,11 @@ def test_time_to_learn_states_the_measured_execution_time(path):
     assert stated is not None, (
         f"{path.name}: the 'Time to learn' line must state the measured execution time; "
         "`make notebooks` writes it (python -m scaling_ml.status --stamp-notebooks)")
+    exercises = status.exercise_minutes(notebook)
+    if exercises:
+        assert status.stated_exercise_minutes(notebook) == (sum(exercises), len(exercises)), (
+            f"{path.name}: 'Time to learn' must count the minutes its exercises state; "
+            "run python -m scaling_ml.status --stamp-notebooks")
     measured = status.notebook_execution(path)["seconds"]
     assert stated == status.format_duration(measured), (
         f"{path.name} states {stated!r} but its cells ran for {status.format_duration(measured)}: "

@@ -76,6 +76,21 @@ def test_stamping_writes_the_measured_time_into_time_to_learn(tmp_path):
     assert not status.stamp_notebook(path, cores=2), "a second stamp changes nothing"
 
 
+def test_stamping_counts_the_minutes_the_exercises_state(tmp_path):
+    path = _markdown_notebook(tmp_path / "01_x.ipynb", "**Time to learn**: about 20 minutes of reading.",
+                              [("2026-01-01T10:00:00Z", "2026-01-01T10:00:40Z")])
+    notebook = nbformat.read(path, as_version=4)
+    for minutes in (5, 10):
+        notebook.cells.append(nbformat.v4.new_markdown_cell(f"### Exercise\n\n*About {minutes} minutes.*\n\nDo it.",
+                                                            metadata={"tags": ["exercise"]}))
+    nbformat.write(notebook, path)
+    assert status.stamp_notebook(path, cores=2)
+    notebook = json.loads(path.read_text())
+    assert ("about 20 minutes of reading and 15 minutes for its 2 exercises (35 minutes in all); the notebook "
+            "took 40 s") in "".join(notebook["cells"][0]["source"])
+    assert status.stated_exercise_minutes(notebook) == (15, 2) == (sum(status.exercise_minutes(notebook)), 2)
+
+
 def test_stamping_refuses_a_notebook_without_the_line(tmp_path):
     path = _markdown_notebook(tmp_path / "01_x.ipynb", "# Title", [("2026-01-01T10:00:00Z",
                                                                    "2026-01-01T10:00:05Z")])
