@@ -35,7 +35,7 @@ DEPRECATED = {
     r"dask\.local\.get_sync": 'scheduler="synchronous"',
 }
 CHAPTER_MODULES = {"distributed_training", "predict_large_data", "incremental_training",
-                   "dask_collections", "laptop_to_cluster", "failure_modes", "without_dask_ml"}
+                   "dask_collections", "laptop_to_cluster", "when_scaling_goes_wrong", "without_dask_ml"}
 CHECKED_CELLS_REPORT: dict[str, tuple[int, int]] = {}
 
 

@@ -9,8 +9,9 @@ import dask
 import distributed  # noqa: F401  (loads its configuration, read below at import time)
 import pytest
 
-from scaling_ml import failure_modes, measure
-from scaling_ml.failure_modes import FailureModesError
+from scaling_ml import measure
+from scaling_ml import when_scaling_goes_wrong as chapter
+from scaling_ml.when_scaling_goes_wrong import WhenScalingGoesWrongError
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "06_when_scaling_goes_wrong.ipynb"
@@ -27,49 +28,49 @@ CHUNK_RUNS = [
 
 
 def write_document(tmp_path, runs):
-    measure.write_results(failure_modes.BENCHMARK_NAME, [measure.Claim("c", 2.0, "x", 1.0, ">")], runs,
+    measure.write_results(chapter.BENCHMARK_NAME, [measure.Claim("c", 2.0, "x", 1.0, ">")], runs,
                           results_dir=tmp_path)
-    return failure_modes.load_results(tmp_path)
+    return chapter.load_results(tmp_path)
 
 
 def test_runs_table_selects_one_case_in_file_order(tmp_path):
     document = write_document(tmp_path, SHIPPING_RUNS + CHUNK_RUNS)
-    shipping = failure_modes.runs_table(document, "6")
+    shipping = chapter.runs_table(document, "6")
     assert list(shipping.variant) == ["shipped with every task", "scattered once"]
     assert "case" not in shipping
-    assert list(failure_modes.runs_table(document, "7").rows_per_chunk) == [1000, 100]
+    assert list(chapter.runs_table(document, "7").rows_per_chunk) == [1000, 100]
 
 
 def test_runs_table_says_how_to_get_missing_runs(tmp_path):
     document = write_document(tmp_path, SHIPPING_RUNS)
-    with pytest.raises(FailureModesError, match="benchmarks/failure_modes.py"):
-        failure_modes.runs_table(document, "7")
-    with pytest.raises(FailureModesError, match="Unknown case '9'"):
-        failure_modes.runs_table(document, "9")
+    with pytest.raises(WhenScalingGoesWrongError, match="benchmarks/when_scaling_goes_wrong.py"):
+        chapter.runs_table(document, "7")
+    with pytest.raises(WhenScalingGoesWrongError, match="Unknown case '9'"):
+        chapter.runs_table(document, "9")
 
 
 def test_runs_table_refuses_results_of_an_older_benchmark(tmp_path):
     old_run = {key: value for key, value in CHUNK_RUNS[0].items() if key != "repeats"}
     document = write_document(tmp_path, [old_run, CHUNK_RUNS[1]])
-    with pytest.raises(FailureModesError, match=r"lack \['repeats'\]"):
-        failure_modes.runs_table(document, "7")
+    with pytest.raises(WhenScalingGoesWrongError, match=r"lack \['repeats'\]"):
+        chapter.runs_table(document, "7")
 
 
 def test_load_results_missing(tmp_path):
     with pytest.raises(measure.MeasureError, match="run `make bench`"):
-        failure_modes.load_results(tmp_path)
+        chapter.load_results(tmp_path)
 
 
 def test_the_committed_results_have_what_the_chapter_reads():
-    document = failure_modes.load_results()
-    for case in failure_modes.CASE_COLUMNS:
-        assert len(failure_modes.runs_table(document, case)) >= 2
+    document = chapter.load_results()
+    for case in chapter.CASE_COLUMNS:
+        assert len(chapter.runs_table(document, case)) >= 2
 
 
 def test_plot_chunk_overhead_draws_medians_sorted_and_every_pass():
     import pandas as pd
 
-    ax = failure_modes.plot_chunk_overhead(pd.DataFrame(CHUNK_RUNS).drop(columns="case"))
+    ax = chapter.plot_chunk_overhead(pd.DataFrame(CHUNK_RUNS).drop(columns="case"))
     [median_line] = ax.get_lines()
     assert list(median_line.get_xdata()) == [100, 1000]  # sorted by chunk size
     assert list(median_line.get_ydata()) == [1.0, 0.2]
@@ -82,8 +83,8 @@ def test_plot_chunk_overhead_draws_medians_sorted_and_every_pass():
 def test_plot_chunk_overhead_needs_two_chunk_sizes():
     import pandas as pd
 
-    with pytest.raises(FailureModesError, match="at least two"):
-        failure_modes.plot_chunk_overhead(pd.DataFrame(CHUNK_RUNS[:1]))
+    with pytest.raises(WhenScalingGoesWrongError, match="at least two"):
+        chapter.plot_chunk_overhead(pd.DataFrame(CHUNK_RUNS[:1]))
 
 
 # ---- the chapter's outputs do not depend on how it is launched ------------------------------

@@ -1,8 +1,8 @@
 """Chapter 6's measured claims: shipping data with every task, tiny chunks, sorted partitions.
 
-    .venv/bin/python benchmarks/failure_modes.py           # writes benchmarks/results/failure_modes.json
-                                                           # and figs/failure_modes_chunk_overhead.png
-    .venv/bin/python benchmarks/failure_modes.py --quick   # a fast smoke run into a temporary folder
+    .venv/bin/python benchmarks/when_scaling_goes_wrong.py           # the full run: writes
+        # benchmarks/results/when_scaling_goes_wrong.json and figs/when_scaling_goes_wrong_chunk_overhead.png
+    .venv/bin/python benchmarks/when_scaling_goes_wrong.py --quick   # a fast smoke run into a temporary folder
 
 Case 6: the same joblib search with its data packed in a tuple (shipped with every task) and
 scattered once (``scatter=[data]``). Case 7: one predict pass over the same array cut into chunks
@@ -30,7 +30,8 @@ from dask_ml.wrappers import Incremental
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 
-from scaling_ml import cluster, failure_modes, measure, plots
+from scaling_ml import cluster, measure, plots
+from scaling_ml import when_scaling_goes_wrong as chapter
 
 NOTEBOOK = "06_when_scaling_goes_wrong.ipynb"
 # The full run and the smoke run (--quick).
@@ -115,8 +116,8 @@ def case8_accuracies(cells, n_samples, partitions):
 
 def draw_figure(chunk_runs, figures_dir=None):
     figure, ax = plots.new_figure()
-    failure_modes.plot_chunk_overhead(chunk_runs, ax=ax)
-    return plots.save_figure(figure, "failure_modes_chunk_overhead", figures_dir)
+    chapter.plot_chunk_overhead(chunk_runs, ax=ax)
+    return plots.save_figure(figure, "when_scaling_goes_wrong_chunk_overhead", figures_dir)
 
 
 def main(argv=None):
@@ -125,7 +126,7 @@ def main(argv=None):
     parser.add_argument("--replot", action="store_true", help="only redraw the figure from the saved results")
     args = parser.parse_args(argv)
     if args.replot:
-        print("wrote", draw_figure(failure_modes.runs_table(failure_modes.load_results(), "7")))
+        print("wrote", draw_figure(chapter.runs_table(chapter.load_results(), "7")))
         return
     sizes = SIZES["quick" if args.quick else "full"]
     results_dir, figures_dir = (tempfile.mkdtemp(), tempfile.mkdtemp()) if args.quick else (None, None)
@@ -155,9 +156,9 @@ def main(argv=None):
                       100 * (case8[("Incremental, one pass", "shuffled on a random key")]
                              - case8[("Incremental, one pass", "sorted by label")]), "points", 0.0, ">"),
     ]
-    path = measure.write_results(failure_modes.BENCHMARK_NAME, claims, runs, results_dir=results_dir)
+    path = measure.write_results(chapter.BENCHMARK_NAME, claims, runs, results_dir=results_dir)
 
-    figure_path = draw_figure(failure_modes.runs_table({"runs": case7}, "7"), figures_dir)
+    figure_path = draw_figure(chapter.runs_table({"runs": case7}, "7"), figures_dir)
     for claim in claims:
         print(measure.format_claim(claim))
     print(f"wrote {path} and {figure_path}")

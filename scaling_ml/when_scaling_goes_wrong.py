@@ -3,14 +3,14 @@
 Every failure the chapter shows is caused, diagnosed and fixed in the notebook's own cells
 (``client.scatter``, killing a worker, ``client.get_worker_logs()``, the functions the workers
 run). What is left here is what a reader need not learn: reading ``benchmarks/results/
-failure_modes.json`` back as tables, with clear errors, and drawing the chunk-overhead figure.
+when_scaling_goes_wrong.json`` back as tables, with clear errors, and drawing the chunk-overhead figure.
 """
 
 from __future__ import annotations
 
 from scaling_ml import measure, plots
 
-BENCHMARK_NAME = "failure_modes"
+BENCHMARK_NAME = "when_scaling_goes_wrong"
 # The columns each case's runs must have, for the tables and the figure.
 CASE_COLUMNS = {
     "6": ("variant", "data_mb", "tasks", "seconds", "repeats"),
@@ -19,12 +19,12 @@ CASE_COLUMNS = {
 }
 
 
-class FailureModesError(ValueError):
+class WhenScalingGoesWrongError(ValueError):
     """A helper of this chapter was given something it cannot use; the message says the fix."""
 
 
 def load_results(results_dir=None) -> dict:
-    """The benchmark's result document (``benchmarks/results/failure_modes.json``)."""
+    """The benchmark's result document (``benchmarks/results/when_scaling_goes_wrong.json``)."""
     return measure.load_results(BENCHMARK_NAME, results_dir)
 
 
@@ -33,18 +33,19 @@ def runs_table(document: dict, case: str):
     import pandas as pd
 
     if case not in CASE_COLUMNS:
-        raise FailureModesError(f"Unknown case {case!r}: the benchmark measures cases {sorted(CASE_COLUMNS)}.")
+        raise WhenScalingGoesWrongError(
+            f"Unknown case {case!r}: the benchmark measures cases {sorted(CASE_COLUMNS)}.")
     runs = [run for run in document.get("runs", []) if run.get("case") == case]
     if not runs:
-        raise FailureModesError(
-            f"No runs for case {case!r} in the results: run `python benchmarks/failure_modes.py` "
+        raise WhenScalingGoesWrongError(
+            f"No runs for case {case!r} in the results: run `python benchmarks/when_scaling_goes_wrong.py` "
             "(or `make bench`) to measure it.")
     # Per run: a DataFrame of runs with and without a field would fill the gaps with NaN.
     missing = [column for column in CASE_COLUMNS[case] if any(column not in run for run in runs)]
     if missing:
-        raise FailureModesError(
+        raise WhenScalingGoesWrongError(
             f"The runs of case {case!r} lack {missing}: the results file is from an older "
-            "benchmark; run `python benchmarks/failure_modes.py` again.")
+            "benchmark; run `python benchmarks/when_scaling_goes_wrong.py` again.")
     return pd.DataFrame(runs).drop(columns=["case"])
 
 
@@ -56,7 +57,7 @@ def plot_chunk_overhead(runs, ax=None):
     if ax is None:
         figure, ax = plots.new_figure()
     if len(runs) < 2:
-        raise FailureModesError("plot_chunk_overhead needs the runs of at least two chunk sizes.")
+        raise WhenScalingGoesWrongError("plot_chunk_overhead needs the runs of at least two chunk sizes.")
     runs = runs.sort_values("rows_per_chunk")
     for rows, repeats in zip(runs["rows_per_chunk"], runs["repeats"]):
         ax.scatter([rows] * len(repeats), repeats, s=12, color=plots.COLOURS[0], alpha=0.35,
