@@ -213,3 +213,15 @@ def test_captured_logs_keep_records_and_restore_the_logger():
         logger.info("not kept")
     assert [record.getMessage() for record in records] == ["worker w1 restarted"]
     assert logger.level == logging.CRITICAL and logger.handlers == handlers and logger.propagate
+
+
+def test_without_a_memory_limit_each_worker_gets_its_share_of_the_machine():
+    """As chapter 0's LocalCluster(...) does: the machine's memory divided among the workers (an
+    explicit memory_limit="auto" would divide it among the cores instead)."""
+    from distributed.system import MEMORY_LIMIT
+
+    assert "memory_limit" not in cluster.local_cluster_options()
+    with dask.config.set({"scheduler-address": None}):
+        with cluster.get_client(n_workers=1) as client:
+            [worker] = client.scheduler_info()["workers"].values()
+    assert worker["memory_limit"] == MEMORY_LIMIT
