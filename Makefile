@@ -97,11 +97,13 @@ test: data render
 	$(BIN)/pytest tests $(LOCAL_NBVAL_NOTEBOOKS) $(NBVAL) --durations=25
 	@$(MAKE) --no-print-directory check-processes
 
+# --coalesce-streams: a progress bar's redraws are committed as its final line.
 notebooks: data
 	for notebook in $(or $(NB),$(NOTEBOOKS)); do \
 	  echo "executing $$notebook"; \
 	  $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=$(CELL_TIMEOUT) "$$notebook"; \
+	  $(BIN)/jupyter nbconvert --to notebook --inplace --coalesce-streams "$$notebook"; \
 	done
 	$(PY) -m scaling_ml.status --stamp-notebooks $(NB)
 	$(PY) -m scaling_ml.workshop schedule
