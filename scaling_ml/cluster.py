@@ -195,7 +195,7 @@ def describe(client: Client) -> str:
     """One line a notebook can print: how many workers and threads, without addresses."""
     workers = client.scheduler_info()["workers"].values()
     threads = sum(worker["nthreads"] for worker in workers)
-    return f"{len(workers)} workers, {threads} threads"
+    return f"{len(workers)} worker{'s' * (len(workers) != 1)}, {threads} thread{'s' * (threads != 1)}"
 
 
 @contextlib.contextmanager
