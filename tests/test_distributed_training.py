@@ -297,3 +297,38 @@ def test_the_taught_scatter_pattern_finishes_two_searches_in_a_row():
     # What makes it safe: the forced releases never released the scattered data's keys, so no
     # worker was ever told to delete them (under --pattern unsafe: at least one release per run).
     assert f"the scattered keys were released 0 times in {runs} runs" in result.stdout, result.stdout[-2000:]
+
+
+# --- the chapter's `# Scale up:` comment, run at a proportional size ----------------------------
+
+@pytest.mark.scale_up("01_distributed_training", "categories=None is all 20 topics")
+def test_all_20_topics_are_the_benchmarks_search_and_run_the_same_on_the_cluster(capsys):
+    """All 20 topics, as the comment says, with one of the grid's 8 candidates (3 fits instead of
+    24): the chapter's check holds, the dask backend without scatter warns of large graphs, and the
+    committed benchmark timed exactly this data."""
+    import warnings
+
+    from tests.notebook_cells import run_cells
+
+    namespace = run_cells("01_distributed_training", ["cell-01", "cell-04"], replace={
+        'chapter.check_categories(["alt.atheism", "comp.graphics", "sci.space", "talk.religion.misc"])':
+            "chapter.check_categories(None)"})
+    try:
+        assert "11,314 documents in 20 categories" in capsys.readouterr().out
+        namespace["seconds"] = {}  # the timings of cell-15, the n_jobs=1 search this test leaves out
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run_cells("01_distributed_training",
+                      ["cell-10", "cell-12", "cell-13", "cell-17", "cell-29", "cell-31"], namespace,
+                      replace={"(True, False)": "(True,)", '("l1", "l2")': '("l2",)', "(1e-5, 1e-6)": "(1e-5,)"})
+        output = capsys.readouterr().out
+        assert "1 candidates x 3 folds = 3 fits" in output
+        assert "dask backend scores identical to n_jobs=-1 scores: True" in output
+        messages = [str(warning.message) for warning in caught]
+        assert any(message.startswith("Sending large graph") for message in messages)
+        assert all(message.startswith(("Sending large graph", "Port 8787")) for message in messages), messages
+    finally:
+        namespace["client"].close()
+    workload = measure.load_results(chapter.NAME)["workload"]
+    assert workload["documents"] == 11_314 and workload["categories"] == list(chapter.ALL_CATEGORIES)
+    assert workload["candidates"] == 8 and workload["folds"] == 3
