@@ -284,3 +284,89 @@ def test_throughput_figure_has_a_bar_per_setting_and_method():
     assert [label.get_text() for label in ax.get_xticklabels()] == settings
     with pytest.raises(PredictLargeDataError, match="rows_per_second"):
         chapter.plot_throughput_by_settings({"memory kept": {}})
+
+
+# --- The benchmark's comparisons and claims: a difference only beyond the spread of the repeats ---
+
+def throughput_results(repeats: dict) -> dict:
+    return {"runs": [dict(kind="throughput", setting=setting, method=method, repeat=number,
+                          rows_per_second=rate)
+                     for (setting, method), rates in repeats.items()
+                     for number, rate in enumerate(rates)]}
+
+
+def test_a_comparison_is_a_difference_only_beyond_the_spread_of_its_repeats():
+    results = throughput_results({("a", "pool"): [10, 11, 12], ("b", "pool"): [12.5, 13, 14],
+                                  ("c", "pool"): [11, 11.5, 12.6]})
+    slower = chapter.compare_throughput(results, ("a", "pool"), ("b", "pool"))
+    assert slower["measured"] == pytest.approx(11 / 13)
+    assert slower["spread"] == pytest.approx([10 / 14, 12 / 12.5])
+    assert slower["verdict"] == "slower" and slower["repeats"] == [3, 3]
+    assert chapter.compare_throughput(results, ("b", "pool"), ("a", "pool"))["verdict"] == "faster"
+    # Medians 11.5 against 11: a ratio of 1.05, but the ranges overlap.
+    overlapping = chapter.compare_throughput(results, ("c", "pool"), ("a", "pool"))
+    assert overlapping["measured"] > 1 and overlapping["verdict"] == "no difference measured here"
+    assert chapter.format_comparison(slower) == "0.85 (0.71 to 0.96 over 3 x 3 repeats): slower"
+    with pytest.raises(PredictLargeDataError, match="no timed repeats of 'pool' under 'd'"):
+        chapter.compare_throughput(results, ("d", "pool"), ("a", "pool"))
+
+
+RESULTS = ROOT / "benchmarks" / "results" / "predict_large_data.json"
+
+
+def test_reclaim_recomputes_summary_claims_and_figures_from_the_stored_runs(tmp_path):
+    import json
+
+    import predict_large_data as benchmark
+
+    document = json.loads(RESULTS.read_text())
+    document["claims"] = [{"name": "an old goal", "measured": 1.0, "unit": "x", "goal": 2.0,
+                           "goal_op": ">=", "holds": False}]
+    document["summary"].pop("rows_per_second_range", None)
+    document["summary"]["chunk_size_curve"] = []
+    (tmp_path / "predict_large_data.json").write_text(json.dumps(document))
+    path = benchmark.reclaim(tmp_path, tmp_path)
+    rewritten = json.loads(path.read_text())
+    assert rewritten["runs"] == document["runs"] and rewritten["date"] == document["date"]
+    assert rewritten["machine"] == document["machine"]
+    ratios = [claim for claim in rewritten["claims"] if claim["unit"] == "ratio"]
+    assert len(ratios) == 4 and all(len(claim["spread"]) == 2 for claim in ratios)
+    # The chapter prints the same numbers: the first ratio claim is its first comparison.
+    defaults = chapter.compare_throughput(rewritten, ("Dask's default", benchmark.PIPELINE),
+                                          ("glibc's default", benchmark.POOL))
+    assert ratios[0]["measured"] == pytest.approx(defaults["measured"])
+    assert ratios[0]["spread"] == pytest.approx(defaults["spread"])
+    assert ratios[0]["holds"] == (defaults["verdict"] == "slower")
+    summary = rewritten["summary"]
+    assert set(summary["rows_per_second_range"]) == set(summary["rows_per_second"])
+    assert [point["chunk_rows"] for point in summary["chunk_size_curve"]] == sorted(
+        {run["chunk_rows"] for run in document["runs"] if run["kind"] == "chunk size"})
+    assert sorted(figure.name for figure in tmp_path.glob("*.png")) == [
+        "predict_large_data_chunk_size.png", "predict_large_data_memory.png",
+        "predict_large_data_throughput.png"]
+
+
+def test_the_committed_results_hold_the_claims_the_benchmark_computes_from_their_runs():
+    import predict_large_data as benchmark
+
+    from scaling_ml import measure
+
+    stored = measure.load_results("predict_large_data")
+    recomputed = benchmark.benchmark_claims(stored)
+    assert [claim["name"] for claim in stored["claims"]] == [claim.name for claim in recomputed]
+    for claim, again in zip(stored["claims"], recomputed):
+        assert claim["measured"] == pytest.approx(again.measured)
+        assert claim.get("spread") == (None if again.spread is None else pytest.approx(again.spread))
+        assert claim["holds"] == again.holds
+
+
+def test_throughput_figure_draws_the_range_of_the_repeats():
+    rates = {"memory kept": {"process pool (2)": 3e7, "dask pipeline (2 workers)": 2.7e7}}
+    ranges = {"memory kept": {"process pool (2)": [2.8e7, 3.1e7],
+                              "dask pipeline (2 workers)": [2.5e7, 2.9e7]}}
+    ax = chapter.plot_throughput_by_settings(rates, ranges=ranges)
+    lines = [segment for collection in ax.collections for segment in collection.get_segments()]
+    assert sorted((line[0][1], line[1][1]) for line in lines) == [(25, 29), (28, 31)]
+    with pytest.raises(PredictLargeDataError, match="rows_per_second_range"):
+        chapter.plot_throughput_by_settings(rates, ranges={"memory kept": {}})
+
