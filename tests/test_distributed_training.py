@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -255,9 +256,13 @@ def test_the_quick_benchmark_runs_and_writes_its_results():
     result = run_own_process([sys.executable, "benchmarks/distributed_training.py", "--quick"], 900)
     assert result.returncode == 0, result.stdout[-3000:]
     written = Path(result.stdout.strip().splitlines()[-1].split("wrote ", 1)[1].split(" and ")[0])
-    document = json.loads(written.read_text())
-    assert document["workload"]["documents"] == 400
-    assert [row["mode"] for row in document["summary"]] == list(benchmark.MODES)
+    try:
+        document = json.loads(written.read_text())
+        assert document["workload"]["documents"] == 400
+        assert [row["mode"] for row in document["summary"]] == list(benchmark.MODES)
+        assert (written.parent / "distributed_training_speedup.png").is_file()
+    finally:
+        shutil.rmtree(written.parent)  # the run's temporary folder
 
 
 # --- the scatter pattern the chapter teaches -----------------------------------------------------
