@@ -107,8 +107,11 @@ notebooks: data
 	$(PY) -m scaling_ml.workshop schedule
 	@$(MAKE) --no-print-directory check-processes
 
+# Every benchmark, or some: make bench BENCHMARKS=distributed_training BENCH_ARGS=--quick
+BENCHMARKS ?= $(sort $(basename $(notdir $(wildcard benchmarks/[a-z]*.py))))
+BENCH_ARGS ?=
 bench: data
-	for script in benchmarks/[0-9a-z]*.py; do echo "running $$script"; $(PY) "$$script"; done
+	for name in $(BENCHMARKS); do echo "running benchmarks.$$name $(BENCH_ARGS)"; $(PY) -m benchmarks.$$name $(BENCH_ARGS); done
 
 # The two lanes of chapter 5 on their own (make test runs them too).
 test-external: data

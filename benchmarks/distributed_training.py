@@ -1,7 +1,7 @@
 """Benchmark of chapter 1: the chapter's grid search run four ways on this machine.
 
-    .venv/bin/python benchmarks/distributed_training.py          # writes benchmarks/results/ and figs/
-    .venv/bin/python benchmarks/distributed_training.py --quick  # smoke run into a temporary folder
+    .venv/bin/python -m benchmarks.distributed_training          # writes benchmarks/results/ and figs/
+    .venv/bin/python -m benchmarks.distributed_training --quick  # smoke run into a temporary folder
 
 It measures the chapter's own code: the pipeline and the grid come from the notebook's cells
 tagged ``reused-by-benchmark``, and each set-up runs the search as the notebook's cells do:
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import joblib
 import pandas as pd
-from _notebook_cells import run_reused_cells
+from benchmarks._notebook_cells import run_reused_cells
 from sklearn.base import clone
 from sklearn.datasets import fetch_20newsgroups
 from sklearn.model_selection import GridSearchCV, ParameterGrid

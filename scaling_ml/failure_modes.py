@@ -37,14 +37,14 @@ def runs_table(document: dict, case: str):
     runs = [run for run in document.get("runs", []) if run.get("case") == case]
     if not runs:
         raise FailureModesError(
-            f"No runs for case {case!r} in the results: run `python benchmarks/failure_modes.py` "
+            f"No runs for case {case!r} in the results: run `python -m benchmarks.failure_modes` "
             "(or `make bench`) to measure it.")
     # Per run: a DataFrame of runs with and without a field would fill the gaps with NaN.
     missing = [column for column in CASE_COLUMNS[case] if any(column not in run for run in runs)]
     if missing:
         raise FailureModesError(
             f"The runs of case {case!r} lack {missing}: the results file is from an older "
-            "benchmark; run `python benchmarks/failure_modes.py` again.")
+            "benchmark; run `python -m benchmarks.failure_modes` again.")
     return pd.DataFrame(runs).drop(columns=["case"])
 
 

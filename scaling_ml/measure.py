@@ -211,7 +211,7 @@ def load_results(name: str, results_dir: str | os.PathLike | None = None) -> dic
     path = results_path(name, results_dir)
     if not path.is_file():
         raise MeasureError(
-            f"No results at {path}: run `make bench` (or `python benchmarks/{name}.py`) first."
+            f"No results at {path}: run `make bench` (or `python -m benchmarks.{name}`) first."
         )
     document = json.loads(path.read_text())
     for claim in document.get("claims", []):

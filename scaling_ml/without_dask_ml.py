@@ -100,7 +100,7 @@ def _runs(results: dict, part: str) -> list[dict]:
     runs = [run for run in results.get("runs", []) if run.get("part") == part]
     if not runs:
         raise WithoutDaskMLError(
-            f"The results have no {part!r} runs: run `python benchmarks/without_dask_ml.py`.")
+            f"The results have no {part!r} runs: run `python -m benchmarks.without_dask_ml`.")
     return runs
 
 

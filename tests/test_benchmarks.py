@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmarks import _notebook_cells as notebook_cells
 
-import _notebook_cells as notebook_cells  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 REUSE = re.compile(r"run_reused_cells\(\s*[\"']([^\"']+\.ipynb)[\"']")
 REUSED = sorted({(script.name, match) for script in (ROOT / "benchmarks").glob("*.py")

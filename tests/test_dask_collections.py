@@ -2,7 +2,6 @@
 
 import sys
 import time
-from pathlib import Path
 
 import dask
 import dask.dataframe as dd
@@ -10,13 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks._notebook_cells import run_reused_cells
 from scaling_ml import cluster
 from scaling_ml import dask_collections as chapter
 from scaling_ml import plots
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from _notebook_cells import run_reused_cells  # noqa: E402
 
 NOTEBOOK = "04_dask_collections.ipynb"
 # Run on a worker, this makes every import of the book's package fail, as on workers whose

@@ -3,7 +3,6 @@ teaches, run again and again in one session on the full documents (tests/scatter
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -16,24 +15,13 @@ import pandas as pd
 import pytest
 from sklearn.datasets import fetch_20newsgroups
 
+from benchmarks import distributed_training as benchmark
 from scaling_ml import cluster, measure
 from scaling_ml import distributed_training as chapter
 from scaling_ml.distributed_training import DistributedTrainingError
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "01_distributed_training.ipynb"
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-
-def load_benchmark_script():
-    spec = importlib.util.spec_from_file_location("benchmark_distributed_training",
-                                                  ROOT / "benchmarks" / "distributed_training.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-benchmark = load_benchmark_script()
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +217,7 @@ def run_own_process(command: list[str], timeout: float) -> subprocess.CompletedP
 
 
 def test_the_quick_benchmark_runs_and_writes_its_results():
-    result = run_own_process([sys.executable, "benchmarks/distributed_training.py", "--quick"], 900)
+    result = run_own_process([sys.executable, "-m", "benchmarks.distributed_training", "--quick"], 900)
     assert result.returncode == 0, result.stdout[-3000:]
     written = Path(result.stdout.strip().splitlines()[-1].split("wrote ", 1)[1].split(" and ")[0])
     document = json.loads(written.read_text())

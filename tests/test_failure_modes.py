@@ -42,7 +42,7 @@ def test_runs_table_selects_one_case_in_file_order(tmp_path):
 
 def test_runs_table_says_how_to_get_missing_runs(tmp_path):
     document = write_document(tmp_path, SHIPPING_RUNS)
-    with pytest.raises(FailureModesError, match="benchmarks/failure_modes.py"):
+    with pytest.raises(FailureModesError, match="benchmarks.failure_modes"):
         failure_modes.runs_table(document, "7")
     with pytest.raises(FailureModesError, match="Unknown case '9'"):
         failure_modes.runs_table(document, "9")

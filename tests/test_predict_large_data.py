@@ -14,16 +14,14 @@ import pytest
 from dask_ml.metrics import accuracy_score
 from sklearn.datasets import make_classification
 
+from benchmarks import _notebook_cells
+from benchmarks import _predict_baselines as baselines
+from benchmarks import _predict_settings as process_settings
 from scaling_ml import cluster
 from scaling_ml import predict_large_data as chapter
 from scaling_ml.predict_large_data import PredictLargeDataError
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import _notebook_cells  # noqa: E402
-import _predict_baselines as baselines  # noqa: E402
-import _predict_settings as process_settings  # noqa: E402
 
 NOTEBOOK = "02_predict_large_data.ipynb"
 
@@ -162,8 +160,7 @@ def test_benchmark_diagnostic_skips_only_the_single_block_copy():
     # process of its own, that it passes a lone block through and still joins several.
     script = """
 import sys, numpy as np, dask.array.core as core
-sys.path.insert(0, "benchmarks")
-import _predict_baselines
+from benchmarks import _predict_baselines
 block = np.ones((4, 2))
 assert core.concatenate_axes([block], [1]) is not block
 _predict_baselines.skip_single_block_copy()

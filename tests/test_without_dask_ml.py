@@ -6,8 +6,6 @@ these tests check the code the chapter teaches, not a copy of it.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import dask
 import dask.array as da
@@ -22,13 +20,10 @@ from sklearn.linear_model import LogisticRegressionCV, SGDClassifier
 from sklearn.metrics import confusion_matrix
 from sklearn.model_selection import HalvingRandomSearchCV, PredefinedSplit
 
+from benchmarks import without_dask_ml as benchmark
+from benchmarks._notebook_cells import run_reused_cells
 from scaling_ml import cluster, measure
 from scaling_ml import without_dask_ml as chapter
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from _notebook_cells import run_reused_cells  # noqa: E402
 
 NOTEBOOK = "07_without_dask_ml.ipynb"
 
@@ -231,8 +226,6 @@ def test_halving_work_rejects_bad_input(arguments, message):
 
 def test_hyperband_in_the_benchmark_uses_the_given_split(cells, search_data, client):
     """Every bracket scores on the given validation rows (dask-ml would split again per bracket)."""
-    import without_dask_ml as benchmark
-
     split = (da.concatenate([da.from_array(X) for X, _ in search_data["train_blocks"]]),
              da.from_array(search_data["X_validation"]),
              da.concatenate([da.from_array(y) for _, y in search_data["train_blocks"]]),
@@ -287,7 +280,7 @@ def test_route_medians_and_figures_from_results(tmp_path):
 
 
 def test_results_without_runs_are_a_clear_error():
-    with pytest.raises(chapter.WithoutDaskMLError, match="benchmarks/without_dask_ml.py"):
+    with pytest.raises(chapter.WithoutDaskMLError, match="benchmarks.without_dask_ml"):
         chapter.route_comparison({"runs": []})
     with pytest.raises(chapter.WithoutDaskMLError, match="reference"):
         chapter.route_comparison({"runs": [run for run in example_results()["runs"]
@@ -308,6 +301,4 @@ def test_the_committed_results_have_the_books_shape():
 
 
 def benchmark_claims(results):
-    import without_dask_ml as benchmark
-
     return benchmark.claims_from(results)
