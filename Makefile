@@ -18,7 +18,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)) $(sort $(wildcard 
 BOOK_RUN_ID ?= $(shell date +%s%N)-$(shell echo $$PPID)
 export BOOK_RUN_ID
 # The kernels that execute the notebooks talk to their client over CurveZMQ-encrypted sockets
-# (ipykernel 7 warns about every unencrypted kernel); scaling_ml/kernel_provisioner.py.
+# (ipykernel 7 warns about every unencrypted kernel); tools/kernel_provisioner.py.
 export JUPYTER_DEFAULT_PROVISIONER_NAME := encrypted-local-provisioner
 # Jupyter Book's execution cache: a notebook whose code cells are unchanged is not re-executed.
 # The cache's key covers each notebook's code; these files change outputs too, so a change in any
@@ -74,7 +74,7 @@ data: env
 book: data execution-cache
 	rm -rf _build/html/reports
 	$(BIN)/jupyter-book build . -W -n --keep-going
-	$(PY) -m scaling_ml.site_check _build/html
+	$(PY) -m tools.site_check _build/html
 	@$(MAKE) --no-print-directory check-processes
 
 # Render the committed outputs without executing (make test: nbval has already executed them).
@@ -103,8 +103,8 @@ notebooks: data
 	  $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=$(CELL_TIMEOUT) "$$notebook"; \
 	done
-	$(PY) -m scaling_ml.status --stamp-notebooks $(NB)
-	$(PY) -m scaling_ml.workshop schedule
+	$(PY) -m tools.status --stamp-notebooks $(NB)
+	$(PY) -m tools.workshop schedule
 	@$(MAKE) --no-print-directory check-processes
 
 # Every benchmark, or some: make bench BENCHMARKS=distributed_training BENCH_ARGS=--quick
@@ -140,7 +140,7 @@ test-latest:
 # own JupyterLab and its kernels are not (tests/test_leftover_processes.py, and .ci/run runs the
 # suite beside an unrelated kernel).
 check-processes:
-	@$(PY) tests/leftover_processes.py
+	@$(PY) -m tools.leftover_processes
 
 clean:
 	rm -rf _build $(VENV) .pytest_cache
@@ -148,10 +148,10 @@ clean:
 # Instructors: the learners' copies of the notebooks (solutions emptied, outputs cleared).
 LEARNER_NOTEBOOKS ?= _build/learner-notebooks
 learner-notebooks: env
-	$(PY) -m scaling_ml.workshop learner-notebooks "$(LEARNER_NOTEBOOKS)" --overwrite
+	$(PY) -m tools.workshop learner-notebooks "$(LEARNER_NOTEBOOKS)" --overwrite
 
 # Instructors: every wheel of the learner set for Linux x86_64 and macOS (arm64, x86_64), Python
 # 3.11-3.13, into one folder to copy to USB sticks; its report.txt says what is complete.
 WHEELHOUSE_DIR ?= _build/wheelhouse
 wheelhouse: env
-	$(PY) -m scaling_ml.wheelhouse build "$(WHEELHOUSE_DIR)"
+	$(PY) -m tools.wheelhouse build "$(WHEELHOUSE_DIR)"

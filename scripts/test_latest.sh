@@ -55,6 +55,6 @@ else
 fi
 set -e
 # shellcheck disable=SC2086
-"$VENV/bin/python" tests/latest_report.py "$REPORT_DIR" $NOTEBOOKS
+"$VENV/bin/python" -m tools.latest_report "$REPORT_DIR" $NOTEBOOKS
 echo "report: $REPORT_DIR/report.md (logs: $REPORT_DIR/pytest.log, $REPORT_DIR/pytest-pinned.log)"
 exit $status

@@ -42,7 +42,7 @@ class _OfflineInstall(threading.Thread):
         self.base = Path(tempfile.mkdtemp(prefix="offline-install-"))
         self.wheelhouse, self.venv = self.base / "wheelhouse", self.base / "venv"
         self.commands = [
-            [sys.executable, "-m", "scaling_ml.wheelhouse", "build", str(self.wheelhouse), "--host-only"],
+            [sys.executable, "-m", "tools.wheelhouse", "build", str(self.wheelhouse), "--host-only"],
             ["make", "--no-print-directory", "env", f"WHEELHOUSE={self.wheelhouse}", f"VENV={self.venv}",
              f"PYTHON={sys.executable}"],
         ]

@@ -1,5 +1,5 @@
 """Tests of chapter 1: its helper module, its benchmark's arithmetic, and the scatter pattern it
-teaches, run again and again in one session on the full documents (tests/scatter_session.py)."""
+teaches, run again and again in one session on the full documents (tools/scatter_session.py)."""
 
 from __future__ import annotations
 
@@ -238,7 +238,7 @@ def test_the_notebook_teaches_the_pattern_the_session_runs():
     code = "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
     for line in TAUGHT_LINES:
         assert line in code
-    harness = (ROOT / "tests" / "scatter_session.py").read_text()
+    harness = (ROOT / "tools" / "scatter_session.py").read_text()
     assert "scattered_documents = client.scatter([X, y], broadcast=True)" in harness
     assert 'joblib.parallel_config(backend="dask", scatter=[X, y])' in harness
 
@@ -246,12 +246,12 @@ def test_the_notebook_teaches_the_pattern_the_session_runs():
 def test_the_taught_scatter_pattern_finishes_two_searches_in_a_row():
     """Two scattered searches in one session, each right after a previous scatter of the same data
     is released and followed by the garbage collection of its joblib backend: the releases that
-    make `--pattern unsafe` hang (see tests/scatter_session.py). On 500 documents, where that race
+    make `--pattern unsafe` hang (see tools/scatter_session.py). On 500 documents, where that race
     is likely (a 20 MB scatter of all 11,314 rarely offers it its window), and quick."""
     # Two runs, not more: the check that makes the pattern safe is direct (the scattered keys are
     # never released), so it does not depend on how often the race would have struck.
     runs, run_timeout = 2, 600
-    result = run_own_process([sys.executable, "tests/scatter_session.py", "--pattern", "taught",
+    result = run_own_process([sys.executable, "-m", "tools.scatter_session", "--pattern", "taught",
                               "--documents", "500", "--runs", str(runs), "--run-timeout", str(run_timeout)],
                              timeout=runs * run_timeout + 300)
     finished = [line for line in result.stdout.splitlines() if "finished in" in line]

@@ -9,7 +9,8 @@ import os
 import subprocess
 import sys
 
-from scaling_ml import PROJECT_ROOT, kernel_provisioner
+from scaling_ml import PROJECT_ROOT
+from tools import kernel_provisioner
 
 WARNING = "Kernel is running over TCP without encryption"
 EXECUTE = """

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from scaling_ml import status
-from scaling_ml.site_check import toc_files
+from tools import status
+from tools.site_check import toc_files
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")) + sorted(
@@ -132,16 +132,16 @@ def test_time_to_learn_states_the_measured_execution_time(path):
     stated = status.stated_execution_time(notebook)
     assert stated is not None, (
         f"{path.name}: the 'Time to learn' line must state the measured execution time; "
-        "`make notebooks` writes it (python -m scaling_ml.status --stamp-notebooks)")
+        "`make notebooks` writes it (python -m tools.status --stamp-notebooks)")
     exercises = status.exercise_minutes(notebook)
     if exercises:
         assert status.stated_exercise_minutes(notebook) == (sum(exercises), len(exercises)), (
             f"{path.name}: 'Time to learn' must count the minutes its exercises state; "
-            "run python -m scaling_ml.status --stamp-notebooks")
+            "run python -m tools.status --stamp-notebooks")
     measured = status.notebook_execution(path)["seconds"]
     assert stated == status.format_duration(measured), (
         f"{path.name} states {stated!r} but its cells ran for {status.format_duration(measured)}: "
-        "run python -m scaling_ml.status --stamp-notebooks")
+        "run python -m tools.status --stamp-notebooks")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)

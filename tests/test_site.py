@@ -26,7 +26,7 @@ import sys
 import pytest
 import yaml
 
-from scaling_ml.site_check import check_site, toc_files
+from tools.site_check import check_site, toc_files
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = ROOT / "_build" / "html"

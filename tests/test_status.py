@@ -4,7 +4,8 @@ import json
 
 import nbformat
 
-from scaling_ml import measure, site_check, status
+from scaling_ml import measure
+from tools import site_check, status
 
 
 def _notebook(path, stamps):

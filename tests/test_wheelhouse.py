@@ -9,7 +9,8 @@ import sys
 import pytest
 from packaging.tags import Tag
 
-from scaling_ml import PROJECT_ROOT, wheelhouse
+from scaling_ml import PROJECT_ROOT
+from tools import wheelhouse
 
 
 def test_markers_are_evaluated_for_the_target_not_for_this_machine():

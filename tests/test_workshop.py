@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from scaling_ml import PROJECT_ROOT, workshop
+from scaling_ml import PROJECT_ROOT
+from tools import workshop
 
 
 def _cell(kind, source, tags=(), outputs=()):
@@ -56,7 +57,7 @@ def test_a_learner_copy_empties_solutions_and_clears_outputs():
 
 def test_the_book_s_notebooks_become_learner_copies(tmp_path):
     out = tmp_path / "handout"
-    result = subprocess.run([sys.executable, "-m", "scaling_ml.workshop", "learner-notebooks", str(out)],
+    result = subprocess.run([sys.executable, "-m", "tools.workshop", "learner-notebooks", str(out)],
                             capture_output=True, text=True, cwd=PROJECT_ROOT)
     assert result.returncode == 0, result.stderr
     sources = workshop.notebook_paths()
@@ -128,7 +129,7 @@ def test_an_exercise_without_its_minutes_is_a_clear_error(tmp_path):
 def test_the_committed_schedule_matches_the_notebooks():
     # make notebooks rewrites it; a chapter's new reading or exercise minutes must reach the guide.
     assert workshop.SCHEDULE_PATH.read_text() == workshop.schedule_markdown(), (
-        "book/workshop_schedule.md is out of date: run `python -m scaling_ml.workshop schedule`")
+        "book/workshop_schedule.md is out of date: run `python -m tools.workshop schedule`")
 
 
 def test_the_guide_includes_the_schedule_the_times_and_every_chapter_s_notes():

@@ -1,6 +1,6 @@
 """Offline installs for a workshop: a folder of wheels an instructor copies to USB sticks.
 
-``make wheelhouse`` (``python -m scaling_ml.wheelhouse build OUT``) fills ``OUT`` with a wheel of
+``make wheelhouse`` (``python -m tools.wheelhouse build OUT``) fills ``OUT`` with a wheel of
 every package of the learner set (``requirements.txt``, versions locked by ``constraints.txt``), for
 this machine and for each platform and Python of :data:`TARGETS` x :data:`PYTHONS` that the pins
 allow, plus what installing the book's own package needs. ``OUT/report.txt`` says which
@@ -8,7 +8,7 @@ combinations are complete. On a learner's machine, with no network::
 
     make env WHEELHOUSE=/media/usb/wheelhouse      # pip install --no-index --find-links ...
 
-``python -m scaling_ml.wheelhouse check`` asks the package index, without downloading, whether
+``python -m tools.wheelhouse check`` asks the package index, without downloading, whether
 every pin of the learner set has a wheel for each target (a quick check of the README's list of
 supported systems).
 """
@@ -28,7 +28,7 @@ from packaging.requirements import Requirement
 from packaging.tags import Tag, compatible_tags, cpython_tags, mac_platforms
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from . import PROJECT_ROOT
+from scaling_ml import PROJECT_ROOT
 
 LEARNER_REQUIREMENTS = PROJECT_ROOT / "requirements.txt"
 CONSTRAINTS = PROJECT_ROOT / "constraints.txt"
@@ -170,7 +170,7 @@ def build_wheelhouse(out_dir: str | Path, targets=tuple(TARGETS), pythons=PYTHON
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scaling_ml.wheelhouse", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tools.wheelhouse", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="download the learner set's wheels into OUT")

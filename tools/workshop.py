@@ -1,6 +1,6 @@
 """Instructor tooling: the learners' copies of the notebooks, and a workshop schedule that adds up.
 
-``make learner-notebooks`` (``python -m scaling_ml.workshop learner-notebooks OUT``) writes a copy of
+``make learner-notebooks`` (``python -m tools.workshop learner-notebooks OUT``) writes a copy of
 every notebook into ``OUT``, the folder an instructor hands out:
 
 * every code cell tagged ``solution`` is emptied down to a one-line prompt (the exercise's markdown
@@ -12,7 +12,7 @@ The same tags drive the website, where solutions are folded away (``hide-cell``)
 notebooks are the single source, as in the scikit-learn MOOC, whose exercises are generated from
 its solutions.
 
-``python -m scaling_ml.workshop schedule`` (run by ``make notebooks``) writes
+``python -m tools.workshop schedule`` (run by ``make notebooks``) writes
 ``book/workshop_schedule.md``: the 3-hour and 90-minute plans of :data:`PLANS` with each block's
 minutes computed from the notebooks themselves (the reading minutes of their "Time to learn" line,
 the measured execution time, the minutes each live exercise states), so the guide's numbers come
@@ -31,7 +31,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import PROJECT_ROOT, status
+from scaling_ml import PROJECT_ROOT
+from tools import status
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 SOLUTION_TAG = "solution"
@@ -196,7 +197,7 @@ def _clock(minutes: int) -> str:
 
 
 def schedule_markdown(plans=PLANS, notebooks_dir: Path = NOTEBOOKS_DIR) -> str:
-    parts = ["<!-- Written by `python -m scaling_ml.workshop schedule` (make notebooks): the minutes "
+    parts = ["<!-- Written by `python -m tools.workshop schedule` (make notebooks): the minutes "
              "come from the notebooks. -->"]
     for plan in plans:
         rows = schedule_rows(plan, notebooks_dir)
@@ -218,7 +219,7 @@ def write_schedule(path: Path = SCHEDULE_PATH) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scaling_ml.workshop", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tools.workshop", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     learner = commands.add_parser("learner-notebooks", help="write the learners' copies")
