@@ -13,7 +13,8 @@ PY := $(BIN)/python
 NEWSGROUPS_ARCHIVE ?= ../shared/data/20news-bydate.tar.gz
 # The tests of the offline import read the same archive (tests/conftest.py).
 export NEWSGROUPS_ARCHIVE
-NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)) $(sort $(wildcard notebooks/appendix_*.ipynb))
+# The notebooks in reading order, as the table of contents lists them (scaling_ml.notebook_paths).
+NOTEBOOKS := $(shell sed -n 's|^ *- file: *\(notebooks/[^ ]*\) *$$|\1.ipynb|p' _toc.yml)
 # Marks every process a run starts (kernels, Dask workers inherit it): see check-processes.
 BOOK_RUN_ID ?= $(shell date +%s%N)-$(shell echo $$PPID)
 export BOOK_RUN_ID

@@ -28,9 +28,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scaling_ml import PROJECT_ROOT
+from scaling_ml import notebook_paths
 
-NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
 # `dask ...` and `dask-gateway-server` run from this environment: a kernel's PATH may lack its bin folder.
 ENVIRONMENT_BIN = Path(sys.executable).parent
 
@@ -256,9 +255,9 @@ def start_local_gateway(directory: str | os.PathLike, timeout: float = 60) -> Lo
 SCALE_UP = re.compile(r"#\s*Scale up:\s*(.*)")
 
 
-def chapter_notebooks(directory: str | os.PathLike = PROJECT_ROOT / "notebooks") -> list[Path]:
-    """Every chapter notebook (``NN_name.ipynb``), in order."""
-    return sorted(Path(directory).glob(NOTEBOOK_PATTERN))
+def chapter_notebooks() -> list[Path]:
+    """Every chapter notebook (``NN_name.ipynb``; the appendices left out), in the book's order."""
+    return [path for path in notebook_paths() if path.stem[:2].isdigit()]
 
 
 def scale_up_knobs(notebooks=None) -> list[dict]:

@@ -20,7 +20,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from scaling_ml import PROJECT_ROOT
+
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
 
 # The packages whose versions every result file records.

@@ -11,7 +11,8 @@ from pathlib import Path
 import matplotlib
 import matplotlib.pyplot as plt
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from scaling_ml import PROJECT_ROOT
+
 FIGURES_DIR = PROJECT_ROOT / "figs"
 
 BOOK_STYLE = {

@@ -54,7 +54,7 @@ if [ "$FIRST" = seed ]; then
   "$PY" - <<'PY'
 from jupyter_cache import get_cache
 
-from scaling_ml.site_check import toc_files
+from scaling_ml import toc_files
 
 cache = get_cache("_build/.jupyter_cache")
 for name in toc_files():

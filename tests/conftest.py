@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from scaling_ml import PROJECT_ROOT as ROOT
 
 
 @pytest.fixture(scope="session")

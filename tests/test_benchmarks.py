@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from benchmarks import _notebook_cells as notebook_cells
+from scaling_ml import PROJECT_ROOT as ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 
 REUSE = re.compile(r"run_reused_cells\(\s*[\"']([^\"']+\.ipynb)[\"']")
 REUSED = sorted({(script.name, match) for script in (ROOT / "benchmarks").glob("*.py")

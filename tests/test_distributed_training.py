@@ -19,8 +19,8 @@ from benchmarks import distributed_training as benchmark
 from scaling_ml import cluster, measure
 from scaling_ml import distributed_training as chapter
 from scaling_ml.distributed_training import DistributedTrainingError
+from scaling_ml import PROJECT_ROOT as ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "01_distributed_training.ipynb"
 
 

@@ -17,9 +17,9 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
+from scaling_ml import PROJECT_ROOT as ROOT
 from scaling_ml import check
 
-ROOT = Path(__file__).resolve().parent.parent
 LEARNER = ROOT / "requirements.txt"
 DEVELOPMENT = ROOT / "requirements-dev.txt"
 CONSTRAINTS = ROOT / "constraints.txt"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import dask
 import distributed  # noqa: F401  (loads its configuration, read below at import time)
@@ -11,8 +10,8 @@ import pytest
 
 from scaling_ml import failure_modes, measure
 from scaling_ml.failure_modes import FailureModesError
+from scaling_ml import PROJECT_ROOT as ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "06_when_scaling_goes_wrong.ipynb"
 SHIPPING_RUNS = [
     {"case": "6", "variant": "shipped with every task", "data_mb": 40.0, "tasks": 16, "seconds": 3.0,

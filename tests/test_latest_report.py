@@ -5,11 +5,10 @@ from __future__ import annotations
 import configparser
 import re
 import subprocess
-from pathlib import Path
 
 from tools import latest_report
+from scaling_ml import PROJECT_ROOT as ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 
 LATEST = """<?xml version="1.0" encoding="utf-8"?>
 <testsuites><testsuite name="pytest">

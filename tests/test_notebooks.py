@@ -11,16 +11,17 @@ from __future__ import annotations
 import ast
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tools import status
-from tools.site_check import toc_files
+import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")) + sorted(
-    (ROOT / "notebooks").glob("appendix_*.ipynb"))
+from scaling_ml import PROJECT_ROOT, notebook_paths, toc_files
+from tools import status
+
+NOTEBOOKS = notebook_paths()
 CHAPTERS = [path for path in NOTEBOOKS if not path.name.startswith("00_")]
 IGNORE_TAGS = {"nbval-ignore-output", "nbval-skip"}
 # Chapters not yet rewritten to the template of issue "Teach in the cells"; each leaves this set
@@ -74,11 +75,26 @@ def strict(path: Path):
         pytest.skip(f"{path.stem} is not rewritten to the template yet (PENDING_REWRITE)")
 
 
-def test_there_are_notebooks_and_each_is_in_the_table_of_contents():
+def test_every_notebook_is_in_the_table_of_contents():
     assert len(NOTEBOOKS) >= 1, "no notebooks found: pytest would check nothing"
-    listed = set(toc_files())
-    missing = [path.stem for path in NOTEBOOKS if f"notebooks/{path.stem}" not in listed]
-    assert not missing, f"notebooks missing from _toc.yml: {missing}"
+    on_disk = sorted((PROJECT_ROOT / "notebooks").glob("*.ipynb"))
+    missing = [path.name for path in on_disk if path not in NOTEBOOKS]
+    assert not missing, f"notebooks missing from _toc.yml (no test, no page): {missing}"
+    assert all(path.is_file() for path in NOTEBOOKS), NOTEBOOKS
+
+
+def test_the_table_of_contents_is_read_as_yaml_reads_it():
+    toc = yaml.safe_load((PROJECT_ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries:
+            files.extend([entry["file"]] if "file" in entry else [])
+            walk(entry.get("sections", []))
+
+    for part in toc.get("parts", [toc]):
+        walk(part.get("chapters", []))
+    assert toc_files() == files
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
@@ -282,10 +298,21 @@ def test_make_test_checks_every_notebook_with_strict_nbval_once():
     from tests.test_external_cluster import CHAPTERS as LANE
 
     dry_run = subprocess.run(["make", "-n", "--no-print-directory", "test"], capture_output=True, text=True,
-                             cwd=ROOT, check=True).stdout
+                             cwd=PROJECT_ROOT, check=True).stdout
     [command] = [line for line in dry_run.splitlines() if "pytest tests" in line]
     local = set(re.findall(r"notebooks/(\w+)\.ipynb", command))
     on_the_lane = {path.stem for path in NOTEBOOKS if path.stem[:2] in LANE}
     missing = {path.stem for path in NOTEBOOKS} - local - on_the_lane
     assert not missing, f"no strict nbval run of {sorted(missing)} in make test"
     assert "--nbval " in command and "00_setup" in local and len(on_the_lane) >= 4
+
+
+def make_variable(name: str) -> list[str]:
+    """The words of a variable of the Makefile, as make expands it (no recipe runs)."""
+    return subprocess.run(["make", "-s", "--no-print-directory", f"--eval=print-variable: ; @echo $({name})",
+                           "print-variable"], capture_output=True, text=True, cwd=PROJECT_ROOT,
+                          check=True).stdout.split()
+
+
+def test_the_makefile_takes_the_notebooks_from_the_table_of_contents():
+    assert make_variable("NOTEBOOKS") == [str(path.relative_to(PROJECT_ROOT)) for path in NOTEBOOKS]

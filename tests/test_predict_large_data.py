@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import cloudpickle
 import dask
@@ -20,8 +19,8 @@ from benchmarks import _predict_settings as process_settings
 from scaling_ml import cluster
 from scaling_ml import predict_large_data as chapter
 from scaling_ml.predict_large_data import PredictLargeDataError
+from scaling_ml import PROJECT_ROOT as ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 
 NOTEBOOK = "02_predict_large_data.ipynb"
 

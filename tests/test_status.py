@@ -47,11 +47,11 @@ def test_site_check_reports_missing_pages(tmp_path):
     (site / "book").mkdir(parents=True)
     (site / "index.html").write_text("<html></html>")
     (site / "book" / "intro.html").write_text("<html></html>")
-    problems = site_check.check_site(site, root=tmp_path)
+    problems = site_check.check_site(site, tmp_path / "_toc.yml")
     assert problems == ["no page for notebooks/00_setup"]
     (site / "notebooks").mkdir()
     (site / "notebooks" / "00_setup.html").write_text("<div>no outputs</div>")
-    assert "shows no executed outputs" in site_check.check_site(site, root=tmp_path)[0]
+    assert "shows no executed outputs" in site_check.check_site(site, tmp_path / "_toc.yml")[0]
 
 
 def _markdown_notebook(path, text, stamps):

@@ -21,13 +21,10 @@ import math
 import re
 from pathlib import Path
 
-from scaling_ml import PROJECT_ROOT, check, measure, plots
+from scaling_ml import PROJECT_ROOT, check, measure, notebook_paths, plots
 
-ROOT = PROJECT_ROOT
-NOTEBOOKS_DIR = ROOT / "notebooks"
-BOOK_DIR = ROOT / "book"
+BOOK_DIR = PROJECT_ROOT / "book"
 NOTEBOOK_TIMES = BOOK_DIR / "notebook_times.md"
-NOTEBOOK_GLOBS = ("[0-9][0-9]_*.ipynb", "appendix_*.ipynb")
 # The "Time to learn" paragraph of every notebook, from its marker to the end of the paragraph.
 TIME_TO_LEARN = re.compile(r"\*\*Time to learn\*\*:(?P<text>[^\n]*(?:\n(?!\s*\n)[^\n]*)*)")
 READING = re.compile(r"about (\d+) minutes of reading")
@@ -67,13 +64,8 @@ def notebook_execution(path: Path) -> dict:
             "executed": min(starts).strftime("%Y-%m-%d %H:%M UTC")}
 
 
-def notebook_paths(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
-    """The chapters in order, then the appendices."""
-    return [path for pattern in NOTEBOOK_GLOBS for path in sorted(notebooks_dir.glob(pattern))]
-
-
-def notebook_executions(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[dict]:
-    return [notebook_execution(path) for path in notebook_paths(notebooks_dir)]
+def notebook_executions() -> list[dict]:
+    return [notebook_execution(path) for path in notebook_paths()]
 
 
 def format_duration(seconds: float | None) -> str:
@@ -157,12 +149,12 @@ def stamp_notebook(path: Path, cores: int | None = None) -> bool:
     raise ValueError(f"{path.name} has no '**Time to learn**:' line.")
 
 
-def stamp_notebooks(notebooks_dir: Path = NOTEBOOKS_DIR, times_path: Path = NOTEBOOK_TIMES) -> list[Path]:
+def stamp_notebooks(times_path: Path = NOTEBOOK_TIMES) -> list[Path]:
     """Stamp every notebook's execution time and write the committed execution-time table."""
-    changed = [path for path in notebook_paths(notebooks_dir) if stamp_notebook(path)]
+    changed = [path for path in notebook_paths() if stamp_notebook(path)]
     times_path.write_text(
         "<!-- Written by `python -m tools.status --stamp-notebooks` (make notebooks). -->\n\n"
-        + notebook_times_table(notebook_executions(notebooks_dir)) + "\n")
+        + notebook_times_table(notebook_executions()) + "\n")
     return [*changed, times_path]
 
 
@@ -272,7 +264,7 @@ def main(argv=None) -> int:
     else:
         paths = stamp_notebooks()
     for path in paths:
-        print(f"wrote {path.relative_to(ROOT)}")
+        print(f"wrote {path.relative_to(PROJECT_ROOT)}")
     return 0
 
 

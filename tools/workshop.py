@@ -31,7 +31,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scaling_ml import PROJECT_ROOT
+from scaling_ml import PROJECT_ROOT, notebook_paths
 from tools import status
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
@@ -63,22 +63,14 @@ def learner_copy(notebook: dict) -> dict:
     return copy
 
 
-def notebook_paths(source_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
-    paths = sorted(source_dir.glob("[0-9][0-9]_*.ipynb")) + sorted(source_dir.glob("appendix_*.ipynb"))
-    if not paths:
-        raise WorkshopError(f"No notebooks in {source_dir}: run this from the book's repository.")
-    return paths
-
-
-def write_learner_notebooks(out_dir: str | Path, source_dir: Path = NOTEBOOKS_DIR,
-                            overwrite: bool = False) -> list[Path]:
+def write_learner_notebooks(out_dir: str | Path, overwrite: bool = False) -> list[Path]:
     """Write the learner copy of every notebook into ``out_dir``; return the files written.
 
     ``out_dir`` must be new or empty, unless ``overwrite=True`` and it holds only a previous
     copy (notebooks): a learner's own work elsewhere is never replaced.
     """
     out_dir = Path(out_dir).expanduser().resolve()
-    if out_dir == source_dir.resolve():
+    if out_dir == NOTEBOOKS_DIR:
         raise WorkshopError(f"{out_dir} is the book's own notebooks folder: choose another folder.")
     if out_dir.exists() and any(out_dir.iterdir()):
         others = [path.name for path in out_dir.iterdir() if path.suffix != ".ipynb"]
@@ -91,7 +83,7 @@ def write_learner_notebooks(out_dir: str | Path, source_dir: Path = NOTEBOOKS_DI
     # Written next to the target and moved in place: an interrupted run leaves no half copy.
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}-") as scratch:
         written = []
-        for path in notebook_paths(source_dir):
+        for path in notebook_paths():
             copy = learner_copy(json.loads(path.read_text()))
             target = Path(scratch) / path.name
             target.write_text(json.dumps(copy, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
