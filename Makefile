@@ -27,7 +27,8 @@ export JUPYTER_DEFAULT_PROVISIONER_NAME := encrypted-local-provisioner
 EXECUTION_CACHE := _build/.jupyter_cache
 EXECUTION_CACHE_INPUTS := requirements.txt requirements-dev.txt constraints.txt pyproject.toml \
   $(sort $(wildcard scaling_ml/*.py)) $(sort $(wildcard benchmarks/results/*.json))
-CELL_TIMEOUT := 900
+# Seconds a cell may run: _config.yml's execute.timeout, for every runner (tools.CELL_TIMEOUT).
+CELL_TIMEOUT := $(shell sed -n 's/^ *timeout: *\([0-9]*\).*/\1/p' _config.yml)
 NBVAL := --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=$(CELL_TIMEOUT)
 
 .PHONY: help env data book render test test-external test-slurm test-latest lab notebooks bench clean check-processes execution-cache learner-notebooks wheelhouse

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from scaling_ml import PROJECT_ROOT, notebook_paths, toc_files
-from tools import status
+from tools import CELL_TIMEOUT, status
 
 NOTEBOOKS = notebook_paths()
 CHAPTERS = [path for path in NOTEBOOKS if not path.name.startswith("00_")]
@@ -316,3 +316,7 @@ def make_variable(name: str) -> list[str]:
 
 def test_the_makefile_takes_the_notebooks_from_the_table_of_contents():
     assert make_variable("NOTEBOOKS") == [str(path.relative_to(PROJECT_ROOT)) for path in NOTEBOOKS]
+
+
+def test_the_makefile_takes_the_cell_timeout_from_the_book_configuration():
+    assert make_variable("CELL_TIMEOUT") == [str(CELL_TIMEOUT)]

@@ -14,3 +14,10 @@ Each module is a command run from the repository's root (the Makefile runs them 
   session (a regression test runs it);
 * ``tools.kernel_provisioner``: the kernels that execute the notebooks start encrypted.
 """
+
+import yaml
+
+from scaling_ml import PROJECT_ROOT
+
+# Seconds a notebook cell may run, for every runner of the notebooks (Jupyter Book, nbval, nbconvert).
+CELL_TIMEOUT = int(yaml.safe_load((PROJECT_ROOT / "_config.yml").read_text())["execute"]["timeout"])
