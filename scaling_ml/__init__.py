@@ -20,6 +20,10 @@ TABLE_OF_CONTENTS = PROJECT_ROOT / "_toc.yml"
 _TOC_ENTRY = re.compile(r"^\s*(?:root|-\s*file):\s*(\S+)\s*$", re.M)
 
 
+class BookError(ValueError):
+    """The book's one error for bad input to a helper: its message names the problem and the fix."""
+
+
 def toc_files(toc_path: str | Path = TABLE_OF_CONTENTS) -> list[str]:
     """Every page of the table of contents, root first, in reading order (paths without extension)."""
     return _TOC_ENTRY.findall(Path(toc_path).read_text())
@@ -32,11 +36,11 @@ def notebook_paths(toc_path: str | Path = TABLE_OF_CONTENTS) -> list[Path]:
     return [root / f"{page}.ipynb" for page in toc_files(toc_path) if page.startswith("notebooks/")]
 
 
-def require_positive_int(name: str, value, error: type[Exception] = ValueError) -> int:
-    """Return ``value`` as an int if it is a whole number >= 1, else raise ``error`` naming it.
+def require_positive_int(name: str, value) -> int:
+    """Return ``value`` as an int if it is a whole number >= 1, else raise BookError naming it.
 
     ``True`` and ``1.0`` are refused: a size given as a bool or a float is almost always a mistake.
     """
     if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise error(f"{name} must be a whole number >= 1, got {value!r}.")
+        raise BookError(f"{name} must be a whole number >= 1, got {value!r}.")
     return int(value)

@@ -24,6 +24,8 @@ from pathlib import Path
 
 from sklearn.datasets import get_data_home, load_files
 
+from scaling_ml import BookError
+
 # What scikit-learn's fetch_20newsgroups reads: a zlib-compressed pickle of
 # {"train": load_files(train folder), "test": load_files(test folder)} at this name.
 NEWSGROUPS_CACHE_NAME = "20news-bydate_py3.pkz"
@@ -31,10 +33,6 @@ NEWSGROUPS_SUBSETS = {"train": "20news-bydate-train", "test": "20news-bydate-tes
 NEWSGROUPS_EXPECTED_DOCUMENTS = {"train": 11_314, "test": 7_532}
 NEWSGROUPS_EXPECTED_CATEGORIES = 20
 SCRATCH_PREFIX = ".20news-import-"
-
-
-class DataError(RuntimeError):
-    """Data is missing or not what the book expects; the message says how to fix it."""
 
 
 def check_row_blocks(X, y, error: type[Exception] = ValueError) -> None:
@@ -84,7 +82,7 @@ def _safe_members(archive: tarfile.TarFile, destination: Path,
     for member in archive.getmembers():
         target = (root / member.name).resolve()
         if root not in target.parents and target != root:
-            raise (error or DataError)(
+            raise (error or BookError)(
                 f"Refusing archive member {member.name!r}: it points outside the archive.")
         if not (member.isfile() or member.isdir()):
             continue
@@ -97,9 +95,9 @@ def extract_newsgroups_archive(archive: str | os.PathLike, destination: str | os
     holds ``20news-bydate-train/`` and ``20news-bydate-test/`` (one file per post).
 
     Members that would land outside ``destination`` are refused. ``error``: the exception class
-    raised, with a message naming the problem and the fix (default :class:`DataError`).
+    raised, with a message naming the problem and the fix (default :class:`BookError`).
     """
-    error = error or DataError
+    error = error or BookError
     archive, destination = Path(archive), Path(destination)
     try:
         with tarfile.open(archive, "r:gz") as opened:
@@ -125,7 +123,7 @@ def _check_subset(name: str, bunch) -> None:
     documents, categories = len(bunch.data), len(bunch.target_names)
     expected = NEWSGROUPS_EXPECTED_DOCUMENTS[name]
     if documents != expected or categories != NEWSGROUPS_EXPECTED_CATEGORIES:
-        raise DataError(
+        raise BookError(
             f"Wrong archive: its {NEWSGROUPS_SUBSETS[name]}/ folder holds {documents} documents in "
             f"{categories} categories, but the 20news-bydate {name} set has {expected} documents in "
             f"{NEWSGROUPS_EXPECTED_CATEGORIES} categories. Use the original 20news-bydate.tar.gz "
@@ -144,7 +142,7 @@ def import_newsgroups_archive(archive: str | os.PathLike,
     """
     archive = Path(archive).expanduser()
     if not archive.is_file():
-        raise DataError(
+        raise BookError(
             f"No 20 Newsgroups archive at {archive}. Download 20news-bydate.tar.gz (the "
             "original bydate split) or copy it from your instructor, then pass its path; "
             "online, fetch_20newsgroups() downloads it for you."
@@ -191,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             path = import_newsgroups_archive(arguments.archive, arguments.data_home, arguments.overwrite)
         else:
             path = ensure_newsgroups(arguments.archive, arguments.data_home)
-    except DataError as error:
+    except BookError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"20 Newsgroups ready for offline use: {path}")
@@ -211,7 +209,7 @@ def ensure_newsgroups(archive: str | os.PathLike | None = None,
     try:
         fetch_20newsgroups(data_home=data_home, subset="train")
     except OSError as error:
-        raise DataError(
+        raise BookError(
             f"Could not download 20 Newsgroups ({error}). Offline, import an archive: "
             "python -m scaling_ml.data import-newsgroups path/to/20news-bydate.tar.gz"
         ) from None

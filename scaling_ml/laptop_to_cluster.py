@@ -28,14 +28,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scaling_ml import notebook_paths
+from scaling_ml import BookError, notebook_paths
 
 # `dask ...` and `dask-gateway-server` run from this environment: a kernel's PATH may lack its bin folder.
 ENVIRONMENT_BIN = Path(sys.executable).parent
-
-
-class LaptopToClusterError(RuntimeError):
-    """A process of this chapter could not be started, reached or stopped; the message says why."""
 
 
 def _live_pids_in_group(pgid: int) -> list[int]:
@@ -83,7 +79,7 @@ class BackgroundCommand:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=5)
         if self.is_running():
-            raise LaptopToClusterError(f"`{' '.join(self.command[:2])}` (process group {self.pid}) still runs "
+            raise BookError(f"`{' '.join(self.command[:2])}` (process group {self.pid}) still runs "
                                        "after SIGKILL.")
         with contextlib.suppress(ValueError):
             _STARTED.remove(self)
@@ -105,7 +101,7 @@ def _resolve(program: str) -> str:
         return str(beside_python)
     found = shutil.which(program)
     if found is None:
-        raise LaptopToClusterError(
+        raise BookError(
             f"The command `{program}` is not installed in this environment ({ENVIRONMENT_BIN}) nor "
             "on PATH: install the book's packages (pip install -r requirements.txt).")
     return found
@@ -119,7 +115,7 @@ def start_command(command: list[str], log_file: str | os.PathLike, cwd: str | os
     bin folder. ``env``: extra environment variables.
     """
     if isinstance(command, str) or not command or not all(isinstance(part, str) for part in command):
-        raise LaptopToClusterError("Give the command as a list of strings, for example "
+        raise BookError("Give the command as a list of strings, for example "
                                    f"['dask', 'scheduler', '--port', '0'], not {command!r}.")
     log_file = Path(log_file)
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -144,12 +140,12 @@ def wait_for_file(path: str | os.PathLike, started: BackgroundCommand, timeout: 
         if path.is_file() and path.stat().st_size:
             return path
         if started.process.poll() is not None:
-            raise LaptopToClusterError(
+            raise BookError(
                 f"`{' '.join(started.command[:2])}` exited with code {started.process.returncode} "
                 f"before writing {path.name}. Its log ({started.log_file}) ends with:\n"
                 + "\n".join(started.log().splitlines()[-10:]))
         time.sleep(0.1)
-    raise LaptopToClusterError(f"{path} did not appear within {timeout} s; see {started.log_file}.")
+    raise BookError(f"{path} did not appear within {timeout} s; see {started.log_file}.")
 
 
 def log_lines(log_file: str | os.PathLike, *words: str) -> list[str]:
@@ -212,7 +208,7 @@ class LocalGateway:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         if left:
-            raise LaptopToClusterError(f"The gateway left cluster processes {left} running; they were killed. "
+            raise BookError(f"The gateway left cluster processes {left} running; they were killed. "
                                        f"See {self.server.log_file}.")
 
 
@@ -238,7 +234,7 @@ def start_local_gateway(directory: str | os.PathLike, timeout: float = 60) -> Lo
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise LaptopToClusterError(
+            raise BookError(
                 f"dask-gateway-server exited with code {server.process.returncode}; its log "
                 f"({server.log_file}) ends with:\n" + "\n".join(server.log().splitlines()[-10:]))
         with contextlib.suppress(OSError):
@@ -247,7 +243,7 @@ def start_local_gateway(directory: str | os.PathLike, timeout: float = 60) -> Lo
                     return LocalGateway(address, password, server, clusters)
         time.sleep(0.2)
     server.stop()
-    raise LaptopToClusterError(f"dask-gateway-server did not answer within {timeout} s; see {server.log_file}.")
+    raise BookError(f"dask-gateway-server did not answer within {timeout} s; see {server.log_file}.")
 
 
 # ---------------------------------------------------------------- the Scale up table

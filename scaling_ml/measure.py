@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-from scaling_ml import PROJECT_ROOT
+from scaling_ml import PROJECT_ROOT, BookError
 
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
 
@@ -30,10 +30,6 @@ RECORDED_PACKAGES = ("dask", "distributed", "dask-ml", "scikit-learn", "numpy", 
 GOAL_OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt,
 }
-
-
-class MeasureError(ValueError):
-    """A measurement or a result file is not usable; the message says why."""
 
 
 def machine_info() -> dict:
@@ -63,7 +59,7 @@ def versions(packages=RECORDED_PACKAGES) -> dict:
 def time_repeats(function: Callable[[], Any], repeats: int = 3) -> list[float]:
     """Wall-clock seconds of ``repeats`` calls of ``function``."""
     if repeats < 1:
-        raise MeasureError(f"repeats must be >= 1, got {repeats}.")
+        raise BookError(f"repeats must be >= 1, got {repeats}.")
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -135,12 +131,12 @@ class Claim:
 
     def __post_init__(self):
         if self.goal_op not in GOAL_OPERATORS:
-            raise MeasureError(f"goal_op must be one of {sorted(GOAL_OPERATORS)}, got {self.goal_op!r}.")
+            raise BookError(f"goal_op must be one of {sorted(GOAL_OPERATORS)}, got {self.goal_op!r}.")
         self.measured = float(self.measured)
         if self.spread is not None:
             low, high = (float(value) for value in self.spread)
             if not low <= self.measured <= high:
-                raise MeasureError(f"claim {self.name!r}: measured {self.measured:g} lies outside its "
+                raise BookError(f"claim {self.name!r}: measured {self.measured:g} lies outside its "
                                    f"spread [{low:g}, {high:g}].")
             self.spread = [low, high]
         self.holds = claim_holds(self.measured, self.goal_op, self.goal, self.spread)
@@ -157,7 +153,7 @@ def ratio_spread(numerators, denominators) -> list[float]:
     ``[min(a) / max(b), max(a) / min(b)]``. It excludes 1 only when the two ranges do not overlap."""
     numerators, denominators = list(numerators), list(denominators)
     if not numerators or not denominators or min(denominators) <= 0:
-        raise MeasureError("ratio_spread needs repeats of both settings, all of them above zero.")
+        raise BookError("ratio_spread needs repeats of both settings, all of them above zero.")
     return [min(numerators) / max(denominators), max(numerators) / min(denominators)]
 
 
@@ -211,14 +207,14 @@ def load_results(name: str, results_dir: str | os.PathLike | None = None) -> dic
     """Read a benchmark's result file; a clear error says how to make it when it is missing."""
     path = results_path(name, results_dir)
     if not path.is_file():
-        raise MeasureError(
+        raise BookError(
             f"No results at {path}: run `make bench` (or `python -m benchmarks.{name}`) first."
         )
     document = json.loads(path.read_text())
     for claim in document.get("claims", []):
         expected = claim_holds(claim["measured"], claim["goal_op"], claim["goal"], claim.get("spread"))
         if claim.get("holds") != expected:
-            raise MeasureError(f"{path}: claim {claim['name']!r} has a 'holds' that its numbers contradict.")
+            raise BookError(f"{path}: claim {claim['name']!r} has a 'holds' that its numbers contradict.")
     return document
 
 

@@ -14,19 +14,15 @@ from typing import Sequence
 
 import numpy as np
 
-from . import plots
+from . import BookError, plots
 
 BYTES_PER_GIB = 2**30
-
-
-class PredictLargeDataError(ValueError):
-    """Bad input to this chapter's helpers; the message says what is wrong and how to fix it."""
 
 
 def _check_rows(name: str, X, y) -> tuple[np.ndarray, np.ndarray]:
     X, y = np.asarray(X), np.asarray(y)
     if X.ndim != 2 or X.shape[1] != 2 or y.shape != (len(X),):
-        raise PredictLargeDataError(
+        raise BookError(
             f"{name}: expected X of shape (rows, 2) and y of shape (rows,), got {X.shape} and "
             f"{y.shape}. Compute a slice of the lazy arrays first, e.g. X_large[:1000].compute()."
         )
@@ -60,7 +56,7 @@ def plot_training_and_new_rows(X_train, y_train, X_new, y_new, axes=None):
 def _check_curve(points) -> list[dict]:
     needed = {"chunk_rows", "rows_per_second"}
     if not points or not all(isinstance(point, dict) and needed <= set(point) for point in points):
-        raise PredictLargeDataError(
+        raise BookError(
             "points must be a non-empty list of dicts with 'chunk_rows' and 'rows_per_second', "
             "as results['summary']['chunk_size_curve'] holds them (run the benchmark first)."
         )
@@ -90,7 +86,7 @@ def big_run(results: dict) -> dict:
     """The benchmark's run on the largest array (its entry in ``results["runs"]``)."""
     runs = [run for run in results.get("runs", []) if run.get("kind") == "big run"]
     if len(runs) != 1:
-        raise PredictLargeDataError(
+        raise BookError(
             f"expected one 'big run' in the results, found {len(runs)}: pass the document "
             "measure.load_results('predict_large_data') returns, from a complete benchmark run."
         )
@@ -103,7 +99,7 @@ def plot_big_run_memory(results: dict, ax=None):
     run = big_run(results)
     memory = run.get("memory_over_time")
     if not memory:
-        raise PredictLargeDataError("the big run holds no memory samples ('memory_over_time').")
+        raise BookError("the big run holds no memory samples ('memory_over_time').")
     seconds = np.array([float(second) for second in memory])
     gib = np.array(list(memory.values()), dtype=float)
     order = np.argsort(seconds)
@@ -132,7 +128,7 @@ def plot_throughput_by_settings(rates: dict, methods: Sequence[str] | None = Non
     (default: as found).
     """
     if not rates or not all(isinstance(by_method, dict) and by_method for by_method in rates.values()):
-        raise PredictLargeDataError(
+        raise BookError(
             "rates must be {setting: {method: rows per second}}, as "
             "results['summary']['rows_per_second'] holds them; got an empty or flat mapping."
         )

@@ -66,7 +66,7 @@ def test_unreachable_scheduler_fails_the_cluster_check():
     result = run_check(DASK_SCHEDULER_ADDRESS="tcp://127.0.0.1:9")
     assert result.returncode == 1
     failing = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
-    assert len(failing) == 1 and failing[0].startswith("FAIL cluster starts: ClusterError")
+    assert len(failing) == 1 and failing[0].startswith("FAIL cluster starts: BookError")
     assert "DASK_SCHEDULER_ADDRESS" in failing[0]
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import fetch_20newsgroups
 
+from scaling_ml import BookError
 from scaling_ml import data
 
 
@@ -46,7 +47,7 @@ def test_an_existing_cache_is_kept(newsgroups_archive, imported_data_home):
 
 
 def test_missing_archive_names_the_fix(tmp_path):
-    with pytest.raises(data.DataError, match="No 20 Newsgroups archive at .*pass its path"):
+    with pytest.raises(BookError, match="No 20 Newsgroups archive at .*pass its path"):
         data.import_newsgroups_archive(tmp_path / "nowhere.tar.gz", tmp_path)
     assert not data.newsgroups_available_offline(tmp_path)
 
@@ -54,7 +55,7 @@ def test_missing_archive_names_the_fix(tmp_path):
 def test_truncated_archive_names_the_fix(newsgroups_archive, tmp_path):
     truncated = tmp_path / "20news-bydate.tar.gz"
     truncated.write_bytes(newsgroups_archive.read_bytes()[: newsgroups_archive.stat().st_size // 2])
-    with pytest.raises(data.DataError, match="truncated"):
+    with pytest.raises(BookError, match="truncated"):
         data.import_newsgroups_archive(truncated, tmp_path / "home")
     assert not data.newsgroups_available_offline(tmp_path / "home")
 
@@ -71,7 +72,7 @@ def _write_archive(path, files: dict[str, str]):
 def test_wrong_archive_without_the_folders(tmp_path):
     wrong = tmp_path / "other.tar.gz"
     _write_archive(wrong, {"README.txt": "not the newsgroups"})
-    with pytest.raises(data.DataError, match="no 20news-bydate-train/ folder"):
+    with pytest.raises(BookError, match="no 20news-bydate-train/ folder"):
         data.import_newsgroups_archive(wrong, tmp_path / "home")
 
 
@@ -79,7 +80,7 @@ def test_wrong_archive_with_too_few_documents(tmp_path):
     wrong = tmp_path / "small.tar.gz"
     _write_archive(wrong, {f"{folder}/sci.space/{number}": "text" for number in range(3)
                            for folder in ("20news-bydate-train", "20news-bydate-test")})
-    with pytest.raises(data.DataError, match="holds 3 documents in 1 categories.*11314 documents"):
+    with pytest.raises(BookError, match="holds 3 documents in 1 categories.*11314 documents"):
         data.import_newsgroups_archive(wrong, tmp_path / "home")
     assert not data.newsgroups_available_offline(tmp_path / "home")
 
@@ -87,7 +88,7 @@ def test_wrong_archive_with_too_few_documents(tmp_path):
 def test_not_a_gzip_file(tmp_path):
     wrong = tmp_path / "20news-bydate.tar.gz"
     wrong.write_text("<html>a login page, not an archive</html>")
-    with pytest.raises(data.DataError, match="Cannot read .* as a .tar.gz archive"):
+    with pytest.raises(BookError, match="Cannot read .* as a .tar.gz archive"):
         data.import_newsgroups_archive(wrong, tmp_path / "home")
 
 
@@ -119,7 +120,7 @@ def test_command_line_reports_errors_without_a_traceback(tmp_path):
 def test_archive_members_outside_the_destination_are_refused(tmp_path):
     evil = tmp_path / "evil.tar.gz"
     _write_archive(evil, {"../escaped.txt": "x"})
-    with pytest.raises(data.DataError, match="outside the archive"):
+    with pytest.raises(BookError, match="outside the archive"):
         data.import_newsgroups_archive(evil, tmp_path / "home")
     assert not (tmp_path / "escaped.txt").exists()
 

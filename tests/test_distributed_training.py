@@ -16,9 +16,9 @@ import pytest
 from sklearn.datasets import fetch_20newsgroups
 
 from benchmarks import distributed_training as benchmark
+from scaling_ml import BookError
 from scaling_ml import cluster, measure
 from scaling_ml import distributed_training as chapter
-from scaling_ml.distributed_training import DistributedTrainingError
 from scaling_ml import PROJECT_ROOT as ROOT
 
 NOTEBOOK = ROOT / "notebooks" / "01_distributed_training.ipynb"
@@ -43,7 +43,7 @@ def test_all_categories_match_scikit_learn():
 
 
 def test_unknown_category_is_named_with_a_suggestion():
-    with pytest.raises(DistributedTrainingError, match=r"'sci\.spaces'.*did you mean 'sci\.space'"):
+    with pytest.raises(BookError, match=r"'sci\.spaces'.*did you mean 'sci\.space'"):
         chapter.check_categories(["alt.atheism", "sci.spaces"])
 
 
@@ -52,9 +52,8 @@ def test_unknown_category_is_named_with_a_suggestion():
     (["sci.space", "sci.space"], "listed twice"),
 ])
 def test_bad_category_lists(bad, message):
-    with pytest.raises(DistributedTrainingError, match=message):
+    with pytest.raises(BookError, match=message):
         chapter.check_categories(bad)
-    assert issubclass(DistributedTrainingError, ValueError)
 
 
 # --- the notebook's search, as the benchmark reuses it ------------------------------------------
@@ -82,10 +81,10 @@ def test_figures(tmp_path, fitted_search):
 
 
 def test_plot_scores_needs_a_fitted_search_of_the_chapters_grid(fitted_search):
-    with pytest.raises(DistributedTrainingError, match="fit the search first"):
+    with pytest.raises(BookError, match="fit the search first"):
         chapter.plot_scores(benchmark.chapter_search())
     other_grid = pd.DataFrame(fitted_search.cv_results_).drop(columns="param_tfidf__norm")
-    with pytest.raises(DistributedTrainingError, match="param_tfidf__norm"):
+    with pytest.raises(BookError, match="param_tfidf__norm"):
         chapter.plot_scores(other_grid, save=False)
 
 
@@ -130,18 +129,18 @@ def test_the_committed_results_agree_with_their_runs():
 
 
 def test_benchmark_summary_rejects_other_documents():
-    with pytest.raises(DistributedTrainingError, match="load_results"):
+    with pytest.raises(BookError, match="load_results"):
         chapter.benchmark_summary({"claims": []})
     document = known_document()
     document["summary"] = [row for row in document["summary"] if row["mode"] != "dask"]
-    with pytest.raises(DistributedTrainingError, match="lacks the set-ups"):
+    with pytest.raises(BookError, match="lacks the set-ups"):
         chapter.describe_benchmark(document)
 
 
 def test_summarise_needs_runs_and_a_baseline():
-    with pytest.raises(benchmark.BenchmarkError, match="No runs"):
+    with pytest.raises(BookError, match="No runs"):
         benchmark.summarise([])
-    with pytest.raises(benchmark.BenchmarkError, match="n_jobs=1"):
+    with pytest.raises(BookError, match="n_jobs=1"):
         benchmark.summarise([{"mode": "dask", "repeat": 0, "seconds": 1.0}])
 
 
@@ -178,11 +177,11 @@ def test_reclaim_recomputes_the_claims_from_the_stored_runs_and_keeps_their_prov
 
 def test_benchmark_claims_need_every_mode():
     runs = [{"mode": mode, "repeat": 0, "seconds": 1.0} for mode in ("n_jobs=1", "dask")]
-    with pytest.raises(benchmark.BenchmarkError, match="need all four modes"):
+    with pytest.raises(BookError, match="need all four modes"):
         benchmark.benchmark_claims(benchmark.summarise(runs))
-    with pytest.raises(benchmark.BenchmarkError, match="Unknown mode"):
+    with pytest.raises(BookError, match="Unknown mode"):
         benchmark.fit_in_mode(benchmark.chapter_search(), [], [], "threads")
-    with pytest.raises(benchmark.BenchmarkError, match="repeats"):
+    with pytest.raises(BookError, match="repeats"):
         benchmark.time_modes([], [], repeats=0)
 
 

@@ -15,6 +15,7 @@ import nbformat
 import pytest
 import yaml
 
+from scaling_ml import BookError
 from scaling_ml import laptop_to_cluster as chapter
 from tests import lanes
 
@@ -31,12 +32,12 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.parametrize("command", ["dask scheduler", [], ["dask", 8786]])
 def test_start_command_wants_a_list_of_strings(command, tmp_path):
-    with pytest.raises(chapter.LaptopToClusterError, match="list of strings"):
+    with pytest.raises(BookError, match="list of strings"):
         chapter.start_command(command, log_file=tmp_path / "log")
 
 
 def test_start_command_names_a_missing_program(tmp_path):
-    with pytest.raises(chapter.LaptopToClusterError, match="`no-such-program-ch5` is not installed"):
+    with pytest.raises(BookError, match="`no-such-program-ch5` is not installed"):
         chapter.start_command(["no-such-program-ch5"], log_file=tmp_path / "log")
 
 
@@ -70,7 +71,7 @@ def test_wait_for_file_reports_a_command_that_died(tmp_path):
     started = chapter.start_command(
         [sys.executable, "-c", "print('no such interface: ib0'); raise SystemExit(3)"],
         log_file=tmp_path / "scheduler.log")
-    with pytest.raises(chapter.LaptopToClusterError, match=r"(?s)exited with code 3.*no such interface"):
+    with pytest.raises(BookError, match=r"(?s)exited with code 3.*no such interface"):
         chapter.wait_for_file(tmp_path / "scheduler.json", started, timeout=60)
     (tmp_path / "ready.json").write_text("{}")
     assert chapter.wait_for_file(tmp_path / "ready.json", started) == tmp_path / "ready.json"

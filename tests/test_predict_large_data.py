@@ -16,9 +16,9 @@ from sklearn.datasets import make_classification
 from benchmarks import _notebook_cells
 from benchmarks import _predict_baselines as baselines
 from benchmarks import _predict_settings as process_settings
+from scaling_ml import BookError
 from scaling_ml import cluster
 from scaling_ml import predict_large_data as chapter
-from scaling_ml.predict_large_data import PredictLargeDataError
 from scaling_ml import PROJECT_ROOT as ROOT
 
 
@@ -184,7 +184,7 @@ def test_process_environment_sets_exactly_the_settings_and_restores(monkeypatch)
 
 @pytest.mark.parametrize("settings", [{"PATH": "/tmp"}, "memory kept", ["MALLOC_ARENA_MAX"]])
 def test_bad_memory_settings_raise(settings):
-    with pytest.raises(process_settings.SettingsError, match="MEMORY_SETTINGS"):
+    with pytest.raises(BookError, match="MEMORY_SETTINGS"):
         with process_settings.process_environment(settings):
             pass
 
@@ -235,7 +235,7 @@ def test_cluster_starts_with_the_dask_config_given_and_leaves_no_config_behind()
 
 @pytest.mark.parametrize("dask_config", ["throughput", {1: True}, [("a", 1)]])
 def test_bad_dask_config_raises(dask_config):
-    with pytest.raises(process_settings.SettingsError, match="THROUGHPUT_SCHEDULING"):
+    with pytest.raises(BookError, match="THROUGHPUT_SCHEDULING"):
         process_settings.start_local_cluster(1, None, dask_config)
 
 
@@ -245,7 +245,7 @@ def test_training_and_new_rows_figure(cells):
     assert [len(ax.collections) for ax in axes] == [2, 2]  # one scatter per class
     assert [ax.get_title() for ax in axes] == ["1,000 training rows", "500 new rows"]
     assert axes[0].get_xlim() == axes[1].get_xlim()
-    with pytest.raises(PredictLargeDataError, match="compute"):
+    with pytest.raises(BookError, match="compute"):
         chapter.plot_training_and_new_rows(cells["X_train"], cells["y_train"], X_new[:, :1], y_new)
 
 
@@ -255,7 +255,7 @@ def test_chunk_size_curve_figure():
     ax = chapter.plot_chunk_size_curve(points)
     np.testing.assert_allclose(ax.lines[0].get_xdata(), [1_000, 100_000])  # sorted by size
     for bad in ([], [{"chunk_rows": 1_000}]):
-        with pytest.raises(PredictLargeDataError, match="chunk_size_curve"):
+        with pytest.raises(BookError, match="chunk_size_curve"):
             chapter.plot_chunk_size_curve(bad)
 
 
@@ -266,7 +266,7 @@ def test_big_run_memory_figure():
     np.testing.assert_allclose(ax.lines[0].get_xdata(), [0.0, 0.5, 1.0])
     np.testing.assert_allclose(ax.lines[1].get_ydata(), [0.4, 0.4])  # the idle cluster
     assert ax.get_ylim()[0] == 0
-    with pytest.raises(PredictLargeDataError, match="big run"):
+    with pytest.raises(BookError, match="big run"):
         chapter.plot_big_run_memory({"runs": []})
 
 
@@ -278,5 +278,5 @@ def test_throughput_figure_has_a_bar_per_setting_and_method():
     ax = chapter.plot_throughput_by_settings(rates)
     assert len(ax.patches) == len(settings) * 2 - 1
     assert [label.get_text() for label in ax.get_xticklabels()] == settings
-    with pytest.raises(PredictLargeDataError, match="rows_per_second"):
+    with pytest.raises(BookError, match="rows_per_second"):
         chapter.plot_throughput_by_settings({"memory kept": {}})

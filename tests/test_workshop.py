@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from scaling_ml import BookError
 from scaling_ml import PROJECT_ROOT, notebook_paths
 from tools import workshop
 
@@ -73,14 +74,14 @@ def test_the_book_s_notebooks_become_learner_copies(tmp_path):
 
 def test_an_existing_folder_is_never_overwritten_unless_it_is_a_previous_copy(tmp_path):
     workshop.write_learner_notebooks(tmp_path / "copy")
-    with pytest.raises(workshop.WorkshopError, match="not empty"):
+    with pytest.raises(BookError, match="not empty"):
         workshop.write_learner_notebooks(tmp_path / "copy")
     workshop.write_learner_notebooks(tmp_path / "copy", overwrite=True)
     (tmp_path / "copy" / "my_notes.txt").write_text("a learner's work")
-    with pytest.raises(workshop.WorkshopError, match="never overwritten"):
+    with pytest.raises(BookError, match="never overwritten"):
         workshop.write_learner_notebooks(tmp_path / "copy", overwrite=True)
     assert (tmp_path / "copy" / "my_notes.txt").read_text() == "a learner's work"
-    with pytest.raises(workshop.WorkshopError, match="book's own notebooks"):
+    with pytest.raises(BookError, match="book's own notebooks"):
         workshop.write_learner_notebooks(workshop.NOTEBOOKS_DIR, overwrite=True)
     assert not [path for path in tmp_path.iterdir() if path.name.startswith(".copy-")], "scratch left"
 
@@ -111,9 +112,9 @@ def test_a_schedule_adds_the_minutes_the_notebooks_state(tmp_path):
     markdown = workshop.schedule_markdown([plan], tmp_path)
     assert "| 0:54 | End (6 minutes to spare) |" in markdown
     too_long = workshop.Plan("short", 50, plan.blocks)
-    with pytest.raises(workshop.ScheduleError, match="54 minutes, more than the session's 50"):
+    with pytest.raises(BookError, match="54 minutes, more than the session's 50"):
         workshop.schedule_rows(too_long, tmp_path)
-    with pytest.raises(workshop.ScheduleError, match="no exercise 3"):
+    with pytest.raises(BookError, match="no exercise 3"):
         workshop.schedule_rows(workshop.Plan("x", 99, [workshop.Block("One", "01_x", (3,))]), tmp_path)
 
 
@@ -122,7 +123,7 @@ def test_an_exercise_without_its_minutes_is_a_clear_error(tmp_path):
     notebook = json.loads(path.read_text())
     notebook["cells"][1]["source"] = ["### Exercise 1: no time given"]
     path.write_text(json.dumps(notebook))
-    with pytest.raises(workshop.ScheduleError, match="does not say how long"):
+    with pytest.raises(BookError, match="does not say how long"):
         workshop.notebook_minutes(path)
 
 

@@ -31,7 +31,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scaling_ml import PROJECT_ROOT, notebook_paths
+from scaling_ml import PROJECT_ROOT, BookError, notebook_paths
 from tools import status
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
@@ -41,10 +41,6 @@ SOLUTION_PROMPT = "# Your solution here: the book's solution is folded away on t
 SCHEDULE_PATH = PROJECT_ROOT / "book" / "workshop_schedule.md"
 # Every exercise says how long it takes learners, in its first lines: "*About 10 minutes.*"
 EXERCISE_MINUTES = re.compile(r"[Aa]bout (\d+) minutes")
-
-
-class WorkshopError(RuntimeError):
-    """A learner copy could not be written; the message says why and how to fix it."""
 
 
 def learner_copy(notebook: dict) -> dict:
@@ -71,11 +67,11 @@ def write_learner_notebooks(out_dir: str | Path, overwrite: bool = False) -> lis
     """
     out_dir = Path(out_dir).expanduser().resolve()
     if out_dir == NOTEBOOKS_DIR:
-        raise WorkshopError(f"{out_dir} is the book's own notebooks folder: choose another folder.")
+        raise BookError(f"{out_dir} is the book's own notebooks folder: choose another folder.")
     if out_dir.exists() and any(out_dir.iterdir()):
         others = [path.name for path in out_dir.iterdir() if path.suffix != ".ipynb"]
         if not overwrite or others:
-            raise WorkshopError(
+            raise BookError(
                 f"{out_dir} is not empty ({', '.join(sorted(path.name for path in out_dir.iterdir())[:5])}"
                 "...): choose a new folder, or pass --overwrite to replace a previous copy of the "
                 "notebooks (a folder holding anything but notebooks is never overwritten).")
@@ -134,10 +130,6 @@ PLANS = [
 ]
 
 
-class ScheduleError(ValueError):
-    """A plan does not fit its session, or a notebook lacks what the schedule reads from it."""
-
-
 def notebook_minutes(path: Path) -> dict:
     """What the schedule reads from a notebook: reading minutes, execution minutes, exercises."""
     notebook = json.loads(path.read_text())
@@ -151,17 +143,17 @@ def notebook_minutes(path: Path) -> dict:
         if "exercise" in cell["metadata"].get("tags", []):
             found = EXERCISE_MINUTES.search(text)
             if not found:
-                raise ScheduleError(f"{path.name}: exercise {len(exercises) + 1} does not say how long "
+                raise BookError(f"{path.name}: exercise {len(exercises) + 1} does not say how long "
                                     "it takes ('*About N minutes.*' under its heading).")
             exercises.append(int(found.group(1)))
     if reading is None:
-        raise ScheduleError(f"{path.name}: no 'about N minutes of reading' in its Time to learn line.")
+        raise BookError(f"{path.name}: no 'about N minutes of reading' in its Time to learn line.")
     seconds = status.notebook_execution(path)["seconds"] or 0
     return {"reading": reading, "execution": math.ceil(seconds / 60), "exercises": exercises}
 
 
 def schedule_rows(plan: Plan, notebooks_dir: Path = NOTEBOOKS_DIR) -> list[dict]:
-    """The plan's blocks with start times and minutes; raises ScheduleError if it does not fit."""
+    """The plan's blocks with start times and minutes; raises BookError if it does not fit."""
     rows, start = [], 0
     for block in plan.blocks:
         if block.notebook is None:
@@ -170,7 +162,7 @@ def schedule_rows(plan: Plan, notebooks_dir: Path = NOTEBOOKS_DIR) -> list[dict]
             facts = notebook_minutes(notebooks_dir / f"{block.notebook}.ipynb")
             missing = [number for number in block.live_exercises if number > len(facts["exercises"])]
             if missing:
-                raise ScheduleError(f"{plan.name}: {block.notebook} has no exercise {missing[0]}.")
+                raise BookError(f"{plan.name}: {block.notebook} has no exercise {missing[0]}.")
             live = [facts["exercises"][number - 1] for number in block.live_exercises]
             minutes = facts["reading"] + facts["execution"] + sum(live)
             detail = (f"{facts['reading']} reading + {facts['execution']} running cells"
@@ -179,7 +171,7 @@ def schedule_rows(plan: Plan, notebooks_dir: Path = NOTEBOOKS_DIR) -> list[dict]
                      "minutes": minutes, "detail": detail})
         start += minutes
     if start > plan.session_minutes:
-        raise ScheduleError(f"{plan.name}: the blocks take {start} minutes, more than the session's "
+        raise BookError(f"{plan.name}: the blocks take {start} minutes, more than the session's "
                             f"{plan.session_minutes}: move a block or an exercise to the homework.")
     return rows
 
@@ -225,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {write_schedule().relative_to(PROJECT_ROOT)}")
             return 0
         written = write_learner_notebooks(arguments.out_dir, overwrite=arguments.overwrite)
-    except (WorkshopError, ScheduleError) as error:
+    except BookError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"wrote {len(written)} learner notebooks to {Path(arguments.out_dir).resolve()}")
