@@ -15,8 +15,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 import yaml
+from nbval.plugin import get_sanitize_patterns
 
 from scaling_ml import PROJECT_ROOT, notebook_paths, toc_files
 from tools import CELL_TIMEOUT, status
@@ -320,3 +320,23 @@ def test_the_makefile_takes_the_notebooks_from_the_table_of_contents():
 
 def test_the_makefile_takes_the_cell_timeout_from_the_book_configuration():
     assert make_variable("CELL_TIMEOUT") == [str(CELL_TIMEOUT)]
+
+
+def sanitize(text: str) -> str:
+    """What nbval compares: ``text`` after every mask of tests/nbval_sanitize.cfg, in order."""
+    for regex, replace in get_sanitize_patterns((PROJECT_ROOT / "tests" / "nbval_sanitize.cfg").read_text()):
+        text = re.sub(regex, replace, text)
+    return text
+
+
+@pytest.mark.parametrize("environment", ["/tmp/tmp.Xa3/scaling-ml/.venv", "/home/ada/my books/scaling ml/.venv",
+                                         "/srv/book/.venv-latest"])
+def test_the_masks_do_not_depend_on_where_the_clone_lives(environment):
+    """Chapter 5's job scripts print the environment the jobs activate and the home folder; a
+    clone under /tmp (where mktemp puts it) or in a folder with a space prints the same after masking."""
+    committed = ("#SBATCH -e /root/dask-logs/dask-worker-%J.err\n"
+                 "source /work/main/.venv/bin/activate\n"
+                 "python -m distributed.cli.dask_worker tcp://127.0.0.1:41333 --local-directory /tmp\n")
+    elsewhere = committed.replace("/work/main/.venv", environment).replace("/root/", "/home/ada/")
+    assert sanitize(elsewhere) == sanitize(committed)
+    assert "ENVIRONMENT/bin/activate" in sanitize(committed) and "--local-directory /tmp" in sanitize(committed)
