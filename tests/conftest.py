@@ -21,15 +21,11 @@ def newsgroups_archive() -> Path:
     return archive
 
 
-def pytest_terminal_summary(terminalreporter):
-    """Per notebook, how many code cells nbval checks (tests/test_notebooks.py collects them)."""
-    from tests import test_notebooks
-
-    lines = test_notebooks.pytest_terminal_summary_lines()
-    if lines:
-        terminalreporter.section("nbval coverage")
-        for line in lines:
-            terminalreporter.write_line(line)
+def pytest_collection_modifyitems(items):
+    """A Scale-up run is a cluster test: it runs in make test-cluster, not in make check."""
+    for item in items:
+        if item.get_closest_marker("scale_up"):
+            item.add_marker(pytest.mark.cluster)
 
 
 class _OfflineInstall(threading.Thread):

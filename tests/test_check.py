@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from scaling_ml import check, cluster
 
 
@@ -17,6 +19,7 @@ def _check_lines(stdout: str) -> list[str]:
     return [line for line in stdout.splitlines() if line.split(" ", 1)[0] in ("OK", "WARN", "FAIL")]
 
 
+@pytest.mark.cluster
 def test_a_complete_setup_passes_every_check():
     result = run_check()
     assert result.returncode == 0, result.stdout + result.stderr

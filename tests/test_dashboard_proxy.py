@@ -30,6 +30,7 @@ import pytest
 from scaling_ml import cluster
 from scaling_ml import PROJECT_ROOT as ROOT
 
+pytestmark = pytest.mark.cluster  # make test-cluster
 BIN = Path(sys.executable).parent
 START = ROOT / "binder" / "start"
 WORKSPACE = ROOT / "binder" / "jupyterlab-workspace.json"

@@ -22,6 +22,7 @@ def imported_data_home(newsgroups_archive, tmp_path_factory):
     return data_home
 
 
+@pytest.mark.cluster
 def test_fetch_works_offline_after_the_import(imported_data_home):
     train = fetch_20newsgroups(data_home=imported_data_home, subset="train", download_if_missing=False)
     test = fetch_20newsgroups(data_home=imported_data_home, subset="test", download_if_missing=False)
@@ -32,6 +33,7 @@ def test_fetch_works_offline_after_the_import(imported_data_home):
     assert len(space.data) == 593 and space.target_names == ["sci.space"]
 
 
+@pytest.mark.cluster
 def test_scikit_learn_data_environment_variable_is_honoured(newsgroups_archive, imported_data_home,
                                                            monkeypatch):
     monkeypatch.setenv("SCIKIT_LEARN_DATA", str(imported_data_home))
@@ -39,6 +41,7 @@ def test_scikit_learn_data_environment_variable_is_honoured(newsgroups_archive, 
     assert data.newsgroups_available_offline()
 
 
+@pytest.mark.cluster
 def test_an_existing_cache_is_kept(newsgroups_archive, imported_data_home):
     cache = data.newsgroups_cache_path(imported_data_home)
     before = cache.stat().st_mtime_ns
@@ -92,6 +95,7 @@ def test_not_a_gzip_file(tmp_path):
         data.import_newsgroups_archive(wrong, tmp_path / "home")
 
 
+@pytest.mark.cluster
 def test_an_interrupted_import_leaves_no_cache(newsgroups_archive, tmp_path):
     """Kill the importer mid-way: the cache must be absent (not half written)."""
     data_home = tmp_path / "home"

@@ -185,6 +185,7 @@ def test_benchmark_claims_need_every_mode():
         benchmark.time_modes([], [], repeats=0)
 
 
+@pytest.mark.cluster
 def test_every_mode_gives_the_same_scores_on_a_real_cluster(small_data, fitted_search):
     client = cluster.get_client(n_workers=2, local=True)
     try:
@@ -215,6 +216,7 @@ def run_own_process(command: list[str], timeout: float) -> subprocess.CompletedP
     return subprocess.CompletedProcess(command, process.returncode, output)
 
 
+@pytest.mark.cluster
 def test_the_quick_benchmark_runs_and_writes_its_results():
     result = run_own_process([sys.executable, "-m", "benchmarks.distributed_training", "--quick"], 900)
     assert result.returncode == 0, result.stdout[-3000:]
@@ -242,6 +244,7 @@ def test_the_notebook_teaches_the_pattern_the_session_runs():
     assert 'joblib.parallel_config(backend="dask", scatter=[X, y])' in harness
 
 
+@pytest.mark.cluster
 def test_the_taught_scatter_pattern_finishes_two_searches_in_a_row():
     """Two scattered searches in one session, each right after a previous scatter of the same data
     is released and followed by the garbage collection of its joblib backend: the releases that

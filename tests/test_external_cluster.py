@@ -25,9 +25,12 @@ import time
 from pathlib import Path
 
 import cloudpickle
+import pytest
 from distributed import Client
 
 from tests import lanes
+
+pytestmark = pytest.mark.cluster  # make test-cluster
 
 CHAPTERS = os.environ.get("LANE_CHAPTERS", "00 01 03 04").split()
 # The workers cannot import this test module: send its functions by value, as a notebook's are.

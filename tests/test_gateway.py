@@ -21,6 +21,8 @@ from scaling_ml import cluster
 from scaling_ml import laptop_to_cluster as chapter
 from tests import lanes
 
+pytestmark = pytest.mark.cluster  # make test-cluster
+
 
 # dask-gateway 2026.3.0: shutdown() closes the GatewayCluster's own Gateway, and when that object
 # is garbage-collected its __del__ closes it again, which raises "Accessing the loop property

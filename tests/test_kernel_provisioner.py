@@ -9,8 +9,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from scaling_ml import PROJECT_ROOT
 from tools import kernel_provisioner
+
+pytestmark = pytest.mark.cluster  # make test-cluster: each test starts a kernel
 
 WARNING = "Kernel is running over TCP without encryption"
 EXECUTE = """

@@ -65,6 +65,7 @@ def pids_in(lines: list[str]) -> set[int]:
     return {int(line.split()[0]) for line in lines}
 
 
+@pytest.mark.cluster
 def test_only_the_runs_own_kernel_and_its_workers_are_reported(kernels):
     run_id, (marked, marked_client), (unmarked, unmarked_client) = kernels
     reply = marked_client.execute_interactive(START_CLUSTER, timeout=180)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ import yaml
 from nbval.plugin import get_sanitize_patterns
 
 from scaling_ml import PROJECT_ROOT, notebook_paths, toc_files
-from tools import CELL_TIMEOUT, status
+from tools import status
 
 NOTEBOOKS = notebook_paths()
 CHAPTERS = [path for path in NOTEBOOKS if not path.name.startswith("00_")]
@@ -37,7 +36,6 @@ DEPRECATED = {
 }
 CHAPTER_MODULES = {"distributed_training", "predict_large_data", "incremental_training",
                    "dask_collections", "laptop_to_cluster", "failure_modes", "without_dask_ml"}
-CHECKED_CELLS_REPORT: dict[str, tuple[int, int]] = {}
 
 
 def load(path: Path) -> dict:
@@ -101,7 +99,6 @@ def test_the_table_of_contents_is_read_as_yaml_reads_it():
 def test_more_than_half_of_the_code_cells_are_checked_by_nbval(path):
     cells = code_cells(load(path))
     checked = sum(is_checked(cell) for cell in cells)
-    CHECKED_CELLS_REPORT[path.stem] = (checked, len(cells))
     assert cells, f"{path.name} has no code cells"
     assert checked * 2 >= len(cells), f"{path.name}: only {checked} of {len(cells)} code cells are checked"
 
@@ -284,42 +281,6 @@ def test_the_helpers_of_this_test_find_what_they_should():
     assert source(prompt) == "### Exercise 1" and [source(cell) for cell in solutions] == ["a = 1"]
     assert assigned_names("import numpy as np\nx, y = 1, 2\ndef f(): pass") == {"np", "x", "y", "f"}
     assert used_names("print(a + b)") == {"print", "a", "b"}
-
-
-def pytest_terminal_summary_lines() -> list[str]:
-    return [f"{name}: {checked} of {total} code cells checked by nbval"
-            for name, (checked, total) in sorted(CHECKED_CELLS_REPORT.items())]
-
-
-def test_make_test_checks_every_notebook_with_strict_nbval_once():
-    """make test's LocalCluster pass and the external-cluster lane together cover every notebook."""
-    import subprocess
-
-    from tests.test_external_cluster import CHAPTERS as LANE
-
-    dry_run = subprocess.run(["make", "-n", "--no-print-directory", "test"], capture_output=True, text=True,
-                             cwd=PROJECT_ROOT, check=True).stdout
-    [command] = [line for line in dry_run.splitlines() if "pytest tests" in line]
-    local = set(re.findall(r"notebooks/(\w+)\.ipynb", command))
-    on_the_lane = {path.stem for path in NOTEBOOKS if path.stem[:2] in LANE}
-    missing = {path.stem for path in NOTEBOOKS} - local - on_the_lane
-    assert not missing, f"no strict nbval run of {sorted(missing)} in make test"
-    assert "--nbval " in command and "00_setup" in local and len(on_the_lane) >= 4
-
-
-def make_variable(name: str) -> list[str]:
-    """The words of a variable of the Makefile, as make expands it (no recipe runs)."""
-    return subprocess.run(["make", "-s", "--no-print-directory", f"--eval=print-variable: ; @echo $({name})",
-                           "print-variable"], capture_output=True, text=True, cwd=PROJECT_ROOT,
-                          check=True).stdout.split()
-
-
-def test_the_makefile_takes_the_notebooks_from_the_table_of_contents():
-    assert make_variable("NOTEBOOKS") == [str(path.relative_to(PROJECT_ROOT)) for path in NOTEBOOKS]
-
-
-def test_the_makefile_takes_the_cell_timeout_from_the_book_configuration():
-    assert make_variable("CELL_TIMEOUT") == [str(CELL_TIMEOUT)]
 
 
 def sanitize(text: str) -> str:

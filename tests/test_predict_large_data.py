@@ -133,6 +133,7 @@ print(draw_labels(0, 5, block_id=(1,)).tolist(), draw_features(0, 5, means, fact
     assert done.stdout.strip() == f"{labels} (5, 2)"
 
 
+@pytest.mark.cluster
 def test_baselines_do_the_pipelines_work(cells, client):
     estimator, lazy_classification = cells["model"].estimator, cells["lazy_classification"]
     pipeline = float(cells["model"].score(*lazy_classification(3, 10_000, seed=4)))
@@ -193,6 +194,7 @@ def _malloc_environment():
     return {name: os.environ.get(name) for name in process_settings.MALLOC_VARIABLES}
 
 
+@pytest.mark.cluster
 def test_pool_and_workers_start_with_the_settings_given(monkeypatch):
     # What an earlier local cluster's nanny leaves in this process; it must not win.
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")

@@ -82,8 +82,8 @@ def test_stamping_counts_the_minutes_the_exercises_state(tmp_path):
                               [("2026-01-01T10:00:00Z", "2026-01-01T10:00:40Z")])
     notebook = nbformat.read(path, as_version=4)
     for minutes in (5, 10):
-        notebook.cells.append(nbformat.v4.new_markdown_cell(f"### Exercise\n\n*About {minutes} minutes.*\n\nDo it.",
-                                                            metadata={"tags": ["exercise"]}))
+        text = f"### Exercise\n\n*About {minutes} minutes.*\n\nDo it."
+        notebook.cells.append(nbformat.v4.new_markdown_cell(text, metadata={"tags": ["exercise"]}))
     nbformat.write(notebook, path)
     assert status.stamp_notebook(path, cores=2)
     notebook = json.loads(path.read_text())

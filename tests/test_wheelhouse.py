@@ -53,6 +53,7 @@ def test_a_pin_without_a_wheel_for_a_target_is_reported():
         "xgboost-cpu==3.2.0"]
 
 
+@pytest.mark.cluster
 @pytest.mark.parametrize("target", list(wheelhouse.TARGETS))
 def test_every_pin_of_the_learner_set_has_a_wheel_on_the_package_index(target):
     """Asks PyPI (the one network access of the suite: the package registry)."""
@@ -60,6 +61,7 @@ def test_every_pin_of_the_learner_set_has_a_wheel_on_the_package_index(target):
         assert wheelhouse.missing_wheels(target, python) == [], f"{target} / Python {python}"
 
 
+@pytest.mark.cluster
 def test_a_wheelhouse_installs_the_learner_set_with_no_index(learner_venv_from_wheelhouse):
     venv, wheelhouse_dir = learner_venv_from_wheelhouse
     python = venv / "bin" / "python"
@@ -73,6 +75,7 @@ def test_a_wheelhouse_installs_the_learner_set_with_no_index(learner_venv_from_w
     assert not list(wheelhouse_dir.glob("*.tar.gz")), "a wheelhouse holds wheels only"
 
 
+@pytest.mark.cluster
 def test_make_env_with_a_wheelhouse_installs_the_book_package_offline(learner_venv_from_wheelhouse):
     venv, _ = learner_venv_from_wheelhouse
     result = subprocess.run([venv / "bin" / "python", "-c", "import scaling_ml.cluster"],
