@@ -1,3 +1,6 @@
+"""Fixtures and hooks of tests/: the 20 Newsgroups archive, the offline install, the environment
+restored after each test. (The repository's own conftest.py guards every run of the notebooks.)"""
+
 import os
 import shutil
 import signal
