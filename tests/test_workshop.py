@@ -123,7 +123,7 @@ def test_an_exercise_without_its_minutes_is_a_clear_error(tmp_path):
     notebook = json.loads(path.read_text())
     notebook["cells"][1]["source"] = ["### Exercise 1: no time given"]
     path.write_text(json.dumps(notebook))
-    with pytest.raises(BookError, match="does not say how long"):
+    with pytest.raises(BookError, match="states its minutes"):
         workshop.notebook_minutes(path)
 
 

@@ -24,11 +24,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from scaling_ml import PROJECT_ROOT, BookError, notebook_paths
@@ -39,8 +38,6 @@ SOLUTION_TAG = "solution"
 EXERCISE_TAG = "exercise"
 SOLUTION_PROMPT = "# Your solution here: the book's solution is folded away on the website.\n"
 SCHEDULE_PATH = PROJECT_ROOT / "book" / "workshop_schedule.md"
-# Every exercise says how long it takes learners, in its first lines: "*About 10 minutes.*"
-EXERCISE_MINUTES = re.compile(r"[Aa]bout (\d+) minutes")
 
 
 def learner_copy(notebook: dict) -> dict:
@@ -107,7 +104,12 @@ class Plan:
     name: str
     session_minutes: int
     blocks: list[Block]
-    homework: list[str] = field(default_factory=list)  # notebooks left for after the session
+
+    @property
+    def homework(self) -> list[str]:
+        """The chapters the session leaves for afterwards, in the book's order."""
+        taught = {block.notebook for block in self.blocks}
+        return [path.stem for path in notebook_paths() if path.stem[:2].isdigit() and path.stem not in taught]
 
 
 PLANS = [
@@ -119,14 +121,12 @@ PLANS = [
         Block("Break", minutes=10),
         Block("Incremental training and Hyperband", "03_incremental_training", (1,)),
         Block("Wrap-up: what chapters 4 to 7 add, questions", minutes=10),
-    ], homework=["04_dask_collections", "05_laptop_to_cluster", "06_when_scaling_goes_wrong",
-                 "07_without_dask_ml"]),
+    ]),
     Plan("90-minute session", 90, [
         Block("Setup and your first cluster", "00_setup"),
         Block("Distributed training: a grid search on the cluster", "01_distributed_training", (1,)),
         Block("Train small, predict large", "02_predict_large_data"),
-    ], homework=["03_incremental_training", "04_dask_collections", "05_laptop_to_cluster",
-                 "06_when_scaling_goes_wrong", "07_without_dask_ml"]),
+    ]),
 ]
 
 
@@ -134,22 +134,16 @@ def notebook_minutes(path: Path) -> dict:
     """What the schedule reads from a notebook: reading minutes, execution minutes, exercises."""
     notebook = json.loads(path.read_text())
     reading = None
-    exercises = []
     for cell in notebook["cells"]:
         text = "".join(cell["source"])
         if cell["cell_type"] == "markdown" and reading is None and status.TIME_TO_LEARN.search(text):
             found = status.READING.search(text)
             reading = int(found.group(1)) if found else None
-        if "exercise" in cell["metadata"].get("tags", []):
-            found = EXERCISE_MINUTES.search(text)
-            if not found:
-                raise BookError(f"{path.name}: exercise {len(exercises) + 1} does not say how long "
-                                    "it takes ('*About N minutes.*' under its heading).")
-            exercises.append(int(found.group(1)))
     if reading is None:
         raise BookError(f"{path.name}: no 'about N minutes of reading' in its Time to learn line.")
     seconds = status.notebook_execution(path)["seconds"] or 0
-    return {"reading": reading, "execution": math.ceil(seconds / 60), "exercises": exercises}
+    return {"reading": reading, "execution": math.ceil(seconds / 60),
+            "exercises": status.exercise_minutes(notebook)}
 
 
 def schedule_rows(plan: Plan, notebooks_dir: Path = NOTEBOOKS_DIR) -> list[dict]:
