@@ -69,8 +69,7 @@ def best_possible_accuracy(table: pd.DataFrame) -> float:
 
 
 # ---------------------------------------------------------------- figures
-def plot_learning_curve(train_sizes, train_scores, test_scores, best: float | None = None,
-                        name: str | None = "dask_collections_learning_curve"):
+def plot_learning_curve(train_sizes, train_scores, test_scores, best: float | None = None):
     """Mean score (with the spread over splits) against the number of training rows."""
     from . import plots
 
@@ -87,8 +86,6 @@ def plot_learning_curve(train_sizes, train_scores, test_scores, best: float | No
     ax.set_ylabel("accuracy")
     ax.set_title("Learning curve: logistic regression on the churn table")
     ax.legend(loc="lower right", fontsize="small")
-    if name:
-        plots.save_figure(figure, name)
     return figure
 
 
@@ -111,13 +108,11 @@ def memory_in_seconds(samples: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_cluster_memory(samples: pd.DataFrame, limit_gib: float, dataset_gib: float | None = None,
-                        title: str = "Cluster memory while the workers stream the table",
-                        name: str | None = None):
+                        title: str = "Cluster memory while the workers stream the table"):
     """Cluster memory of each sampled step on one time axis, with the total memory limit.
 
     samples: ``MemorySampler.to_pandas()`` (one column per label). limit_gib: the cluster's total
     memory limit. dataset_gib: the table's size in memory, drawn as a second line if given.
-    name: save as ``figs/<name>.png`` too.
     """
     from . import plots
 
@@ -130,6 +125,4 @@ def plot_cluster_memory(samples: pd.DataFrame, limit_gib: float, dataset_gib: fl
     ax.set_xlim(0, frame.index[-1])
     ax.set_ylim(0, 1.1 * max(limit_gib, dataset_gib or 0, float(frame.max().max())))
     ax.legend(loc="lower right", fontsize="small")
-    if name:
-        plots.save_figure(figure, name)
     return figure

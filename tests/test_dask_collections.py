@@ -13,7 +13,6 @@ from benchmarks._notebook_cells import run_reused_cells
 from scaling_ml import BookError
 from scaling_ml import cluster
 from scaling_ml import dask_collections as chapter
-from scaling_ml import plots
 
 NOTEBOOK = "04_dask_collections.ipynb"
 # Run on a worker, this makes every import of the book's package fail, as on workers whose
@@ -106,11 +105,11 @@ def test_best_possible_accuracy_refuses_what_it_cannot_score(cells):
         chapter.best_possible_accuracy(table.assign(region="atlantis"))
 
 
-def test_learning_curve_figure(tmp_path, monkeypatch):
-    monkeypatch.setattr(plots, "FIGURES_DIR", tmp_path)
+def test_learning_curve_figure():
     scores = np.array([[0.7, 0.72], [0.73, 0.74], [0.74, 0.745]])
-    chapter.plot_learning_curve([100, 1_000, 10_000], scores + 0.01, scores, best=0.75, name="curve")
-    assert (tmp_path / "curve.png").stat().st_size > 0
+    figure = chapter.plot_learning_curve([100, 1_000, 10_000], scores + 0.01, scores, best=0.75)
+    assert figure.axes[0].get_legend_handles_labels()[1] == ["training score", "validation score",
+                                                            "best possible"]
 
 
 def test_memory_figure_puts_sampled_steps_on_one_axis_that_ends_with_the_last_sample():
