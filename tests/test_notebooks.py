@@ -2,7 +2,7 @@
 
 The notebooks' outputs themselves are compared by strict nbval (`pytest notebooks --nbval`, part
 of `make test`); these tests check what nbval cannot: that enough cells are checked at all, that
-every chapter follows the book's template (../shared/DESIGN.md, "A notebook"), that test markers
+every chapter follows the book's template (CONTRIBUTING.md, "A chapter"), that test markers
 are cell tags a reader never sees, and that exercises are executed and stand alone.
 """
 
@@ -67,6 +67,13 @@ def test_every_notebook_is_in_the_table_of_contents():
     missing = [path.name for path in on_disk if path not in NOTEBOOKS]
     assert not missing, f"notebooks missing from _toc.yml (no test, no page): {missing}"
     assert all(path.is_file() for path in NOTEBOOKS), NOTEBOOKS
+
+
+@pytest.mark.parametrize("page, folder", [("README.md", "notebooks/"), ("book/intro.md", "../notebooks/")])
+def test_the_readme_and_the_intro_link_every_chapter(page, folder):
+    text = (PROJECT_ROOT / page).read_text()
+    missing = [path.name for path in NOTEBOOKS if f"]({folder}{path.name})" not in text]
+    assert not missing, f"{page} does not list {missing}: add a row to its chapter table"
 
 
 def test_the_table_of_contents_is_read_as_yaml_reads_it():
