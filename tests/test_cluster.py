@@ -32,6 +32,7 @@ def _cluster_pids(client):
     return [os.getpid(), *worker_pids]
 
 
+@pytest.mark.cluster
 def test_local_cluster_scheduler_workers_and_dashboard_listen_on_loopback_only():
     with dask.config.set({"scheduler-address": None}):
         with cluster.get_client(n_workers=2) as client:

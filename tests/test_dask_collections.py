@@ -146,6 +146,7 @@ def test_memory_figure_refuses_aligned_or_empty_samples():
         chapter.memory_in_seconds(pd.DataFrame(index=pd.DatetimeIndex([])))
 
 
+@pytest.mark.cluster
 def test_the_notebook_work_runs_on_workers_without_the_book_package(cells, tmp_path):
     """The chapter's worker-side code needs only the pinned libraries (cloudpickle sends it by value)."""
     from dask_ml.linear_model import LogisticRegression

@@ -232,6 +232,7 @@ def small_problem():
     return X, y
 
 
+@pytest.mark.cluster
 def test_persisted_arrays_break_hyperband_with_the_pinned_versions(client):
     """The chapter's warning box. When this fails, dask or dask-ml fixed the bug: update the box
     (notebooks/03_incremental_training.ipynb) and the Versions page."""

@@ -65,6 +65,7 @@ def test_missing_results_say_how_to_make_them(tmp_path):
         measure.load_results("nothing", results_dir=tmp_path)
 
 
+@pytest.mark.cluster
 def test_memory_sampler_sees_the_cluster_memory():
     with cluster.get_client(n_workers=1) as client:
         with measure.sample_cluster_memory(client, interval=0.05) as sampler:

@@ -220,6 +220,7 @@ def _worker_profiles():
     return dask.config.get("distributed.worker.profile.enabled")
 
 
+@pytest.mark.cluster
 def test_cluster_starts_with_the_dask_config_given_and_leaves_no_config_behind():
     saturation = dask.config.get("distributed.scheduler.worker-saturation")
     profiling = dask.config.get("distributed.worker.profile.enabled")

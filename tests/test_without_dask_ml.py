@@ -54,6 +54,7 @@ def generated_rows(cells, n_rows=400_000, chunk_rows=100_000, seed=0):
 # Prediction
 
 
+@pytest.mark.cluster
 def test_map_blocks_predictions_are_parallel_post_fits(cells, client):
     model = cells["model"]
     X, _ = generated_rows(cells)
