@@ -1,4 +1,4 @@
-"""Measuring: timing repeats, cluster memory over time, machine and versions, result files.
+"""Measuring: timing repeats, claims with their spreads, machine and versions, result files.
 
 Every benchmark writes ``benchmarks/results/<name>.json`` through :func:`write_results`; notebooks
 and the status page read it back with :func:`load_results`. A claim's ``holds`` is always computed
@@ -81,34 +81,6 @@ def timer():
         yield elapsed
     finally:
         end = time.perf_counter()
-
-
-@contextlib.contextmanager
-def sample_cluster_memory(client, label: str = "run", interval: float = 0.1):
-    """Sample the cluster's total process memory while the block runs (distributed's MemorySampler).
-
-    ``with sample_cluster_memory(client) as sampler: ...`` then ``memory_frame(sampler)``.
-    """
-    from distributed.diagnostics import MemorySampler
-
-    sampler = MemorySampler()
-    with sampler.sample(label, client=client, measure="process", interval=interval):
-        yield sampler
-
-
-def memory_frame(sampler):
-    """A DataFrame of cluster memory in GiB against seconds since the start, one column per label."""
-    frame = sampler.to_pandas(align=True) / 2**30
-    frame.index = frame.index.total_seconds()
-    frame.index.name = "seconds"
-    return frame
-
-
-def peak_memory_gib(sampler, label: str | None = None) -> float:
-    """The largest cluster memory sample (GiB), for one label or over all of them."""
-    frame = memory_frame(sampler)
-    values = frame[label] if label is not None else frame.max(axis=1)
-    return float(values.max())
 
 
 @dataclass
@@ -216,19 +188,6 @@ def load_results(name: str, results_dir: str | os.PathLike | None = None) -> dic
         if claim.get("holds") != expected:
             raise BookError(f"{path}: claim {claim['name']!r} has a 'holds' that its numbers contradict.")
     return document
-
-
-def claims_table(document: dict):
-    """The claims of a result document as a DataFrame (name, measured, goal, holds)."""
-    import pandas as pd
-
-    frame = pd.DataFrame(document["claims"])
-    frame["goal"] = frame["goal_op"] + " " + frame["goal"].map(lambda goal: f"{goal:g}")
-    if "spread" not in frame:
-        frame["spread"] = None
-    frame["spread"] = frame["spread"].map(
-        lambda spread: f"{spread[0]:.4g} to {spread[1]:.4g}" if isinstance(spread, list) else "")
-    return frame[["name", "measured", "spread", "unit", "goal", "holds"]]
 
 
 def median(values) -> float:
