@@ -5,11 +5,11 @@ every run a change to commit."""
 
 import hashlib
 import subprocess
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent
+from scaling_ml import PROJECT_ROOT as ROOT
+
 _before: dict[str, str] | None = None
 
 
