@@ -501,6 +501,7 @@ def kernel_environment(tmp_path: Path, **extra) -> dict:
     return {**environment, "TMPDIR": str(temp), **extra}
 
 
+@pytest.mark.cluster
 def test_a_killed_or_restarted_kernel_leaves_one_scratch_folder_that_the_next_run_empties(
         tmp_path, kernels):
     cwd = tmp_path / "notebooks"
@@ -769,6 +770,7 @@ print(min(faults))
 """
 
 
+@pytest.mark.cluster
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_the_glibc_behaviour_the_appendix_describes():
     """Arrays above the mmap threshold take fresh pages each time; glibc alone raises the threshold
