@@ -119,6 +119,24 @@ def test_scoring_fuses_into_one_task_per_block(cells):
     assert len(drawing) == X.numblocks[0]
 
 
+def test_the_write_and_the_score_share_each_blocks_draw_only_without_graph_optimisation(
+        cells, client, tmp_path):
+    # The chapter's zarr cell computes both with optimize_graph=False: to_zarr fuses the blocks'
+    # drawing and prediction when it is built, and optimising the score fuses another copy.
+    from distributed import get_task_stream
+
+    drawn = {}
+    for optimize in (True, False):
+        X, y = cells["lazy_classification"](3, 10_000)
+        predictions = cells["model"].predict(X)
+        write = predictions.to_zarr(tmp_path / f"optimized-{optimize}.zarr", compute=False)
+        accuracy = accuracy_score(y, predictions, compute=False)
+        with get_task_stream(client) as tasks:
+            dask.compute(write, accuracy, optimize_graph=optimize)
+        drawn[optimize] = sum(task["key"][0].startswith("draw_features") for task in tasks.data)
+    assert drawn == {True: 2 * X.numblocks[0], False: X.numblocks[0]}
+
+
 def test_the_functions_the_workers_run_need_nothing_of_the_book(cells, tmp_path):
     payload = cloudpickle.dumps((cells["draw_labels"], cells["draw_features"],
                                  cells["class_means"], cells["class_factors"]))
@@ -646,6 +664,7 @@ def test_more_rows_than_the_clusters_memory_with_no_other_change_than_n_blocks(t
     assert peak < 2 * worker_limit, f"peak cluster memory {peak / 2**30:.2f} GiB over the limit"
     stored = zarr.open(tmp_path / f"predictions-{n_blocks}.zarr", mode="r")
     assert stored.shape == (n_blocks * rows_per_block,) and stored.nchunks == n_blocks
+    assert cells["blocks_drawn"] == {n_blocks: n_blocks}  # each block drawn once
     training_accuracy = cells["model"].score(cells["X_train"], cells["y_train"])
     assert abs(float(cells["accuracies"][n_blocks]) - training_accuracy) < 0.015
 
