@@ -765,6 +765,23 @@ def test_scoring_names_dask_ml_does_not_know_are_an_error_on_dask_arrays(cells):
         model.score(X, y)
 
 
+def test_of_dask_mls_four_scoring_names_neg_log_loss_fails_with_the_pinned_scikit_learn(cells):
+    # dask-ml's scorer passes needs_proba=True to make_scorer, which the pinned scikit-learn no
+    # longer has, so the keyword reaches log_loss. The chapter says so; when this test fails, the
+    # sentence can go.
+    import dask.array as da
+    from dask_ml.wrappers import ParallelPostFit
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = (da.from_array(array, chunks=500) for array in (cells["X_train"], cells["y_train"]))
+    for name in ("accuracy", "r2", "neg_mean_squared_error"):
+        model = ParallelPostFit(LogisticRegression(), scoring=name).fit(cells["X_train"], cells["y_train"])
+        assert np.isfinite(float(model.score(X, y)))
+    model = ParallelPostFit(LogisticRegression(), scoring="neg_log_loss").fit(cells["X_train"], cells["y_train"])
+    with pytest.raises(TypeError, match="needs_proba"):
+        model.score(X, y)
+
+
 def test_the_original_tutorials_copies_are_one_block_referenced_a_hundred_times(cells):
     import dask.array as da
 
