@@ -805,6 +805,42 @@ print(min(faults))
 """
 
 
+GLIBC_THREAD_PAGE_FAULTS = """
+import resource, sys, threading
+import numpy as np
+rows = int(sys.argv[1])
+faults = []
+
+def allocate_and_count():  # in a thread, as a Dask worker computes
+    np.ones((rows, 2)).sum()
+    for _ in range(3):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        np.ones((rows, 2)).sum()
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+
+thread = threading.Thread(target=allocate_and_count)
+thread.start()
+thread.join()
+print(min(faults))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_memory_kept_needs_one_arena_for_arrays_above_a_threads_heap():
+    """The appendix: a thread's own heap holds at most 64 MiB, so without MALLOC_ARENA_MAX=1 a
+    76 MiB array (a block of the benchmark's 5 million rows) in a thread, where a worker computes,
+    takes fresh pages whatever the mmap threshold."""
+    plain = {name: value for name, value in os.environ.items() if not name.startswith("MALLOC_")}
+    memory_kept = process_settings.MEMORY_SETTINGS["memory kept"]
+    one_heap_per_thread = {name: value for name, value in memory_kept.items() if name != "MALLOC_ARENA_MAX"}
+    fresh = {}
+    for name, variables in (("memory kept", memory_kept), ("without one arena", one_heap_per_thread)):
+        done = subprocess.run([sys.executable, "-c", GLIBC_THREAD_PAGE_FAULTS, "5000000"],
+                              env={**plain, **variables}, capture_output=True, text=True, check=True)
+        fresh[name] = int(done.stdout) > 0
+    assert fresh == {"memory kept": False, "without one arena": True}
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_the_glibc_behaviour_the_appendix_describes():
     """Arrays above the mmap threshold take fresh pages each time; glibc alone raises the threshold
