@@ -23,6 +23,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import cloudpickle
@@ -51,8 +52,11 @@ def _check_the_cluster_is_site_like(running: lanes.NamespacedCluster, workers_pr
     assert running.address.startswith(f"tcp://{lab.bridge_address}:"), running.address
     with Client(running.address, timeout=60) as client:
         seen = client.run(_where_am_i)
-        # Same pinned libraries everywhere: distributed raises if required packages differ.
-        client.get_versions(check=True)
+        # Same pinned libraries everywhere. check=True only warns ("Mismatched versions found"):
+        # made an error here, so that a difference fails the lane.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message="Mismatched versions")
+            client.get_versions(check=True)
         # Data made on one "node" and used on the other crosses the bridge between namespaces.
         first, second = sorted(seen)
         made = client.submit(lambda: list(range(100_000)), workers=[first], pure=False)

@@ -131,8 +131,9 @@ def run_chapter_code(code: str, namespace: dict) -> str:
 
 
 def chapter_namespace(**names) -> dict:
-    """What the chapter's earlier cells define that its Slurm cells use."""
-    return {"Path": Path, "sys": sys, "os": os, "Client": Client, **names}
+    """What the chapter's earlier cells define that its Slurm cells use: no more, so that a cell or
+    block that uses a name the notebook never imports fails here as it would in the notebook."""
+    return {"Path": Path, "sys": sys, "Client": Client, **names}
 
 
 def slurm_cell(**replacements: str) -> str:
