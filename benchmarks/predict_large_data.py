@@ -21,10 +21,10 @@ its repeats (``measure.ratio_spread``) and holds only when that whole spread mee
   settings, and THROUGHPUT_SCHEDULING speeds it up further;
 * the chunk-size curve: blocks of millions of rows against the original tutorial's 1,000 rows.
 
-    .venv/bin/python benchmarks/predict_large_data.py           # the full run (about 30 min)
-    .venv/bin/python benchmarks/predict_large_data.py --quick   # smoke run, writes to a temp dir
-    .venv/bin/python benchmarks/predict_large_data.py --reclaim # summary, claims and figures
-                                                                # again from the stored runs
+    .venv/bin/python -m benchmarks.predict_large_data            # the full run (about 30 min)
+    .venv/bin/python -m benchmarks.predict_large_data --quick    # smoke run, writes to a temp dir
+    .venv/bin/python -m benchmarks.predict_large_data --reclaim  # summary, claims and figures
+                                                                 # again from the stored runs
 """
 
 import os
@@ -45,9 +45,9 @@ import numpy as np  # noqa: E402
 from dask_ml.metrics import accuracy_score  # noqa: E402
 from distributed.diagnostics import MemorySampler  # noqa: E402
 
-import _predict_baselines as baselines  # noqa: E402
-import _predict_settings as process_settings  # noqa: E402
-from _notebook_cells import run_reused_cells  # noqa: E402
+from benchmarks import _predict_baselines as baselines  # noqa: E402
+from benchmarks import _predict_settings as process_settings  # noqa: E402
+from benchmarks._notebook_cells import run_reused_cells  # noqa: E402
 from scaling_ml import measure, plots  # noqa: E402
 from scaling_ml import predict_large_data as chapter  # noqa: E402
 

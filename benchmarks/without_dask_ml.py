@@ -1,7 +1,7 @@
 """Chapter 7 benchmark: search and prediction without dask-ml, measured against dask-ml.
 
-Run: .venv/bin/python benchmarks/without_dask_ml.py           (writes benchmarks/results/, figs/)
-     .venv/bin/python benchmarks/without_dask_ml.py --quick   (small sizes, a temporary folder)
+Run: .venv/bin/python -m benchmarks.without_dask_ml           (writes benchmarks/results/, figs/)
+     .venv/bin/python -m benchmarks.without_dask_ml --quick   (small sizes, a temporary folder)
 
 Everything runs in one session on one 2-worker LocalCluster, with the functions of notebook 07's
 cells tagged ``reused-by-benchmark`` (the chapter's own code, not a copy).
@@ -25,7 +25,6 @@ import argparse
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import dask
 import dask.array as da
@@ -40,11 +39,9 @@ from sklearn.experimental import enable_halving_search_cv  # noqa: F401
 from sklearn.linear_model import SGDClassifier
 from sklearn.model_selection import HalvingRandomSearchCV, ParameterSampler, PredefinedSplit
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _notebook_cells import run_reused_cells  # noqa: E402
-
-from scaling_ml import cluster, measure, plots  # noqa: E402
-from scaling_ml import without_dask_ml as chapter  # noqa: E402
+from benchmarks._notebook_cells import run_reused_cells
+from scaling_ml import cluster, measure, plots
+from scaling_ml import without_dask_ml as chapter
 
 NAME = "without_dask_ml"
 EPOCHS = 3  # the halving search's SGDClassifier(max_iter=EPOCHS, tol=None), as in the chapter

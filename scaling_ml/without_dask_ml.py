@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import plots
+from . import BookError, plots
 
+# Notebook 07 catches this name (`except chapter.WithoutDaskMLError`); it is the book's BookError.
+WithoutDaskMLError = BookError
 # The search routes the benchmark compares, in the order the figures show them.
 ROUTES = {
     "reference": "randomized search\n(plain futures)",
@@ -34,12 +36,8 @@ ROUTE_TICKS = {"reference": "reference\n(futures)", "optuna": "Optuna", "halving
 PREDICTION_METHODS = ("ParallelPostFit", "map_blocks")
 
 
-class WithoutDaskMLError(ValueError):
-    """Input the chapter's patterns cannot use; the message says how to fix it."""
-
-
 def check_blocks_hold_whole_rows(X) -> None:
-    """Raise :class:`WithoutDaskMLError` unless every block of the 2-d dask array ``X`` holds all
+    """Raise :class:`BookError` unless every block of the 2-d dask array ``X`` holds all
     of its columns, as ``da.map_blocks(model.predict_proba, X, ...)`` (or ``transform``) needs.
 
     ``map_blocks`` hands each block to the function as it is (only an axis given as
@@ -50,16 +48,16 @@ def check_blocks_hold_whole_rows(X) -> None:
     shape = getattr(X, "shape", None)
     numblocks = getattr(X, "numblocks", None)
     if shape is None or numblocks is None:
-        raise WithoutDaskMLError(
+        raise BookError(
             f"Expected a dask array, got {type(X).__name__}. Make one with "
             "da.from_array(X, chunks=(ROWS, -1)), or call model.predict(X) directly on "
             "in-memory data.")
     if len(shape) != 2:
-        raise WithoutDaskMLError(
+        raise BookError(
             f"Expected a 2-d array (rows, features), got {len(shape)} dimension(s) of shape "
             f"{shape}: reshape a single feature with X[:, None].")
     if numblocks[1] != 1:
-        raise WithoutDaskMLError(
+        raise BookError(
             f"The {shape[1]} columns of X are split over {numblocks[1]} blocks, so each block "
             "would reach the model (predict_proba, transform) with only some features. Put all "
             "columns in one block first: X = X.rechunk({1: -1}).")
@@ -79,13 +77,13 @@ def halving_partial_fit_calls(cv_results, n_samples: int, n_train: int, epochs: 
 
     for name, value in (("n_samples", n_samples), ("n_train", n_train), ("epochs", epochs),
                         ("rows_per_block", rows_per_block)):
-        require_positive_int(name, value, WithoutDaskMLError)
+        require_positive_int(name, value)
     if n_train > n_samples:
-        raise WithoutDaskMLError(
+        raise BookError(
             f"n_train ({n_train}) cannot exceed n_samples ({n_samples}): n_samples is the number "
             "of rows given to fit, training and validation rows together.")
     if "n_resources" not in cv_results:
-        raise WithoutDaskMLError(
+        raise BookError(
             "cv_results has no 'n_resources': pass the cv_results_ of a fitted "
             "HalvingRandomSearchCV or HalvingGridSearchCV.")
     fitted_rows = np.asarray(cv_results["n_resources"], dtype=float) * n_train / n_samples
@@ -99,8 +97,8 @@ def halving_partial_fit_calls(cv_results, n_samples: int, n_train: int, epochs: 
 def _runs(results: dict, part: str) -> list[dict]:
     runs = [run for run in results.get("runs", []) if run.get("part") == part]
     if not runs:
-        raise WithoutDaskMLError(
-            f"The results have no {part!r} runs: run `python benchmarks/without_dask_ml.py`.")
+        raise BookError(
+            f"The results have no {part!r} runs: run `python -m benchmarks.without_dask_ml`.")
     return runs
 
 
@@ -113,7 +111,7 @@ def route_comparison(results: dict):
     frame = pd.DataFrame(_runs(results, "search"))
     reference = frame[frame["route"] == "reference"].set_index("seed")
     if reference.empty:
-        raise WithoutDaskMLError("The results have no 'reference' route to compare with.")
+        raise BookError("The results have no 'reference' route to compare with.")
     frame["points_below_reference"] = 100 * (
         frame["seed"].map(reference["best_score"]) - frame["best_score"])
     frame["share_of_reference_calls"] = (

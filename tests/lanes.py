@@ -30,9 +30,9 @@ from pathlib import Path
 
 from scaling_ml import PROJECT_ROOT
 from scaling_ml.laptop_to_cluster import BackgroundCommand, start_command
+from tools import CELL_TIMEOUT
 
 SANITIZE_FILE = Path("tests") / "nbval_sanitize.cfg"
-CELL_TIMEOUT = 900
 REPORT_DIR = PROJECT_ROOT / "_build" / "laptop_to_cluster"
 NAME_PREFIX = "ch5"  # every namespace, bridge and veth of the lab starts with this
 SITE_PACKAGES = f"lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"

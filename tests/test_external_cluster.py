@@ -33,6 +33,8 @@ from distributed import Client
 from scaling_ml import laptop_to_cluster as chapter
 from tests import lanes
 
+pytestmark = pytest.mark.cluster  # make test-cluster
+
 CHAPTERS = os.environ.get("LANE_CHAPTERS", "00 01 03 04").split()
 # The workers cannot import this test module: send its functions by value, as a notebook's are.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

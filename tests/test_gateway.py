@@ -23,6 +23,8 @@ from scaling_ml import cluster
 from scaling_ml import laptop_to_cluster as chapter
 from tests import lanes
 
+pytestmark = pytest.mark.cluster  # make test-cluster
+
 
 def _wait_for(condition, timeout: float) -> bool:
     deadline = time.monotonic() + timeout

@@ -17,6 +17,7 @@ import nbformat
 import pytest
 import yaml
 
+from scaling_ml import BookError
 from scaling_ml import laptop_to_cluster as chapter
 from tests import lanes
 
@@ -33,12 +34,12 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.parametrize("command", ["dask scheduler", [], ["dask", 8786]])
 def test_start_command_wants_a_list_of_strings(command, tmp_path):
-    with pytest.raises(chapter.LaptopToClusterError, match="list of strings"):
+    with pytest.raises(BookError, match="list of strings"):
         chapter.start_command(command, log_file=tmp_path / "log")
 
 
 def test_start_command_names_a_missing_program(tmp_path):
-    with pytest.raises(chapter.LaptopToClusterError, match="`no-such-program-ch5` is not installed"):
+    with pytest.raises(BookError, match="`no-such-program-ch5` is not installed"):
         chapter.start_command(["no-such-program-ch5"], log_file=tmp_path / "log")
 
 
@@ -72,7 +73,7 @@ def test_wait_for_file_reports_a_command_that_died(tmp_path):
     started = chapter.start_command(
         [sys.executable, "-c", "print('no such interface: ib0'); raise SystemExit(3)"],
         log_file=tmp_path / "scheduler.log")
-    with pytest.raises(chapter.LaptopToClusterError, match=r"(?s)exited with code 3.*no such interface"):
+    with pytest.raises(BookError, match=r"(?s)exited with code 3.*no such interface"):
         chapter.wait_for_file(tmp_path / "scheduler.json", started, timeout=60)
     (tmp_path / "ready.json").write_text("{}")
     assert chapter.wait_for_file(tmp_path / "ready.json", started) == tmp_path / "ready.json"
@@ -259,7 +260,7 @@ def test_the_chapters_dashboard_cells_on_a_hub(tmp_path):
     setup_port = values["setup cell's dashboard port"]
     assert values["setup cell's dashboard link"] == f"{HUB_PREFIX}proxy/{setup_port}/status"
     assert "1 workers, 1 threads" in printed  # the setup cell connected to DASK_SCHEDULER_ADDRESS
-    assert values["handshake cell"].startswith("ClusterError Something listens at tcp://127.0.0.1:")
+    assert values["handshake cell"].startswith("BookError Something listens at tcp://127.0.0.1:")
     assert values["external dashboard"].endswith(" 200")
     slurm_port = values["SLURMCluster dashboard listens on"]
     assert values["SLURMCluster dashboard link"] == f"{HUB_PREFIX}proxy/{slurm_port}/status"

@@ -47,6 +47,8 @@ from distributed import Client, as_completed
 
 from tests import lanes
 
+pytestmark = pytest.mark.cluster  # make test-cluster
+
 SLURM_START = lanes.PROJECT_ROOT / "scripts" / "slurm_start.sh"
 SLURM_STOP = lanes.PROJECT_ROOT / "scripts" / "slurm_stop.sh"
 SLURM_DAEMONS = ("slurmctld", "slurmd", "munged")
