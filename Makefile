@@ -115,7 +115,7 @@ test-external: data
 	$(BIN)/pytest -s tests/test_external_cluster.py
 	@$(MAKE) --no-print-directory check-processes
 
-test-slurm: env
+test-slurm: data
 	$(BIN)/pytest -s tests/test_slurm.py
 
 lab: data

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -267,12 +268,11 @@ def scale_up_knobs(notebooks=None) -> list[dict]:
     A comment may continue on the following ``#`` lines; the knob is the code before an inline
     comment, or else the first code line after the comment.
     """
-    import nbformat
-
     rows = []
     for path in chapter_notebooks() if notebooks is None else notebooks:
-        cells = nbformat.read(path, as_version=4).cells
-        for lines in (cell.source.splitlines() for cell in cells if cell.cell_type == "code"):
+        cells = json.loads(Path(path).read_text())["cells"]
+        for lines in ("".join(cell["source"]).splitlines() for cell in cells
+                      if cell["cell_type"] == "code"):
             for index, match in ((i, SCALE_UP.search(line)) for i, line in enumerate(lines)):
                 if not match:
                     continue
