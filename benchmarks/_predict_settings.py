@@ -16,7 +16,7 @@ import time
 
 import dask
 
-from scaling_ml import cluster
+from scaling_ml import BookError, cluster
 
 MALLOC_VARIABLES = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX")
 DASK_DEFAULT_SETTINGS = "Dask's default"
@@ -47,16 +47,12 @@ THROUGHPUT_SCHEDULING = {
 }
 
 
-class SettingsError(ValueError):
-    """Settings the benchmark cannot apply; the message says which are allowed."""
-
-
 def check_memory_settings(settings) -> dict | None:
     if settings is None:
         return None
     unknown = sorted(set(settings) - set(MALLOC_VARIABLES)) if isinstance(settings, dict) else None
     if unknown is None or unknown:
-        raise SettingsError(
+        raise BookError(
             f"memory settings must be a dict of {', '.join(MALLOC_VARIABLES)} (or one of "
             f"MEMORY_SETTINGS: {', '.join(MEMORY_SETTINGS)}), got {settings!r}."
         )
@@ -105,7 +101,7 @@ def start_local_cluster(n_workers: int = 2, memory_settings: dict | None = None,
     settings = check_memory_settings(memory_settings)
     if dask_config is not None and not (isinstance(dask_config, dict)
                                         and all(isinstance(key, str) for key in dask_config)):
-        raise SettingsError(
+        raise BookError(
             "dask_config must be a dict of Dask configuration keys, such as "
             f"THROUGHPUT_SCHEDULING, got {dask_config!r}."
         )

@@ -14,9 +14,9 @@ measuring.
 
 Full run (writes benchmarks/results/dask_collections.json and figs/dask_collections_memory.png;
 about 2 GiB of scratch files under _build/data):
-    .venv/bin/python benchmarks/dask_collections.py
+    .venv/bin/python -m benchmarks.dask_collections
 Smoke run, small sizes, everything in a temporary folder:
-    .venv/bin/python benchmarks/dask_collections.py --quick
+    .venv/bin/python -m benchmarks.dask_collections --quick
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from dask_ml.model_selection import train_test_split
 from distributed.diagnostics import MemorySampler
 from sklearn.base import clone
 
-from _notebook_cells import run_reused_cells
+from benchmarks._notebook_cells import run_reused_cells
 from scaling_ml import cluster, measure, plots
 from scaling_ml import dask_collections as chapter
 

@@ -1,8 +1,8 @@
 """Benchmark of chapter 1: the chapter's grid search run four ways on this machine.
 
-    .venv/bin/python benchmarks/distributed_training.py          # writes benchmarks/results/ and figs/
+    .venv/bin/python -m benchmarks.distributed_training          # writes benchmarks/results/ and figs/
                                                                  # (about 30 min on 2 quiet cores)
-    .venv/bin/python benchmarks/distributed_training.py --quick  # smoke run into a temporary folder
+    .venv/bin/python -m benchmarks.distributed_training --quick  # smoke run into a temporary folder
 
 It measures the chapter's own code: the pipeline and the grid come from the notebook's cells
 tagged ``reused-by-benchmark``, and each set-up runs the search as the notebook's cells do:
@@ -21,7 +21,7 @@ difference only when the spread excludes none. The speed-ups are not held to an 
 close two processes get to 2x on two cores depends on the machine (caches and memory they share),
 which the n_jobs=-1 bar measures.
 
-    .venv/bin/python benchmarks/distributed_training.py --reclaim  # claims and figure from the stored runs
+    .venv/bin/python -m benchmarks.distributed_training --reclaim  # claims and figure from the stored runs
 
 Process memory settings (see chapter 2): the cluster starts first, and its nanny leaves Dask's
 MALLOC_TRIM_THRESHOLD_=65536 in this process's environment, so joblib's n_jobs=-1 processes,
@@ -43,22 +43,18 @@ from pathlib import Path
 
 import joblib
 import pandas as pd
-from _notebook_cells import run_reused_cells
+from benchmarks._notebook_cells import run_reused_cells
 from sklearn.base import clone
 from sklearn.datasets import fetch_20newsgroups
 from sklearn.model_selection import GridSearchCV, ParameterGrid
 
-from scaling_ml import cluster, measure, plots
+from scaling_ml import BookError, cluster, measure, plots
 from scaling_ml import distributed_training as chapter
 
 N_WORKERS = 2
 FOLDS = 3
 MODES = chapter.MODES
 FIGURE = f"{chapter.NAME}_speedup"
-
-
-class BenchmarkError(ValueError):
-    """Bad input to the benchmark's functions; the message says what to change."""
 
 
 @functools.cache
@@ -82,7 +78,7 @@ def fit_in_mode(search: GridSearchCV, X, y, mode: str) -> float:
     chapter does, so that scattering the same data again is safe.
     """
     if mode not in MODES:
-        raise BenchmarkError(f"Unknown mode {mode!r}: use one of {list(MODES)}.")
+        raise BookError(f"Unknown mode {mode!r}: use one of {list(MODES)}.")
     search.set_params(n_jobs=1 if mode == "n_jobs=1" else -1)
     start = time.perf_counter()
     if mode == "dask":
@@ -104,10 +100,10 @@ def time_modes(X, y, modes=MODES, repeats: int = 3, warm_up: tuple | None = None
     processes and importing scikit-learn in every process are not charged to the first repeat.
     """
     if repeats < 1:
-        raise BenchmarkError(f"repeats must be >= 1, got {repeats}.")
+        raise BookError(f"repeats must be >= 1, got {repeats}.")
     unknown = [mode for mode in modes if mode not in MODES]
     if unknown:
-        raise BenchmarkError(f"Unknown modes {unknown}: use some of {list(MODES)}.")
+        raise BookError(f"Unknown modes {unknown}: use some of {list(MODES)}.")
     if warm_up is not None:
         for mode in modes:
             fit_in_mode(chapter_search(), *warm_up, mode)
@@ -124,10 +120,10 @@ def time_modes(X, y, modes=MODES, repeats: int = 3, warm_up: tuple | None = None
 def summarise(runs: list[dict], baseline: str = "n_jobs=1") -> pd.DataFrame:
     """Median, min and max seconds per mode, and the speed-up over ``baseline`` (median / median)."""
     if not runs:
-        raise BenchmarkError("No runs to summarise: time the search first (time_modes).")
+        raise BookError("No runs to summarise: time the search first (time_modes).")
     frame = pd.DataFrame(runs)
     if baseline not in set(frame["mode"]):
-        raise BenchmarkError(f"The runs have no {baseline!r} mode to compare with.")
+        raise BookError(f"The runs have no {baseline!r} mode to compare with.")
     order = [mode for mode in MODES if mode in set(frame["mode"])]
     table = frame.groupby("mode")["seconds"].agg(["median", "min", "max", "count"]).loc[order]
     table = table.rename(columns={"median": "median s", "min": "min s", "max": "max s",
@@ -147,7 +143,7 @@ def benchmark_claims(runs: list[dict]) -> list[measure.Claim]:
     try:
         table = chapter.speedups(runs)
     except chapter.DistributedTrainingError as error:
-        raise BenchmarkError(f"The claims need all four modes: {error}") from None
+        raise BookError(f"The claims need all four modes: {error}") from None
     return [measure.Claim(f"{mode} faster than n_jobs=1 (speed-up)", round(float(row["speed-up"]), 3),
                           "x", 1.0, ">", spread=[round(float(row["speed-up low"]), 3),
                                                  round(float(row["speed-up high"]), 3)])

@@ -1,7 +1,7 @@
 """Chapter 3 benchmark: incremental training's memory, accuracy and Hyperband's budget.
 
-Run: .venv/bin/python benchmarks/incremental_training.py          (writes benchmarks/results/)
-     .venv/bin/python benchmarks/incremental_training.py --quick  (small sizes, a temp dir)
+Run: .venv/bin/python -m benchmarks.incremental_training          (writes benchmarks/results/)
+     .venv/bin/python -m benchmarks.incremental_training --quick  (small sizes, a temp dir)
 
 It measures the chapter's own code: ``make_stream``, ``partial_fit_blocks`` and the Hyperband
 ``parameters`` come from the cells of notebooks/03_incremental_training.ipynb tagged
@@ -27,7 +27,7 @@ import tempfile
 import time
 
 import numpy as np
-from _notebook_cells import run_reused_cells
+from benchmarks._notebook_cells import run_reused_cells
 from dask_ml.model_selection import HyperbandSearchCV, IncrementalSearchCV
 from dask_ml.wrappers import Incremental
 from distributed.diagnostics import MemorySampler

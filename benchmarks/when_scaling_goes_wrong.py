@@ -1,9 +1,9 @@
 """Chapter 6's measured claims: shipping data with every task, tiny chunks, sorted partitions.
 
-    .venv/bin/python benchmarks/when_scaling_goes_wrong.py           # the full run: writes
+    .venv/bin/python -m benchmarks.when_scaling_goes_wrong            # the full run: writes
         # benchmarks/results/when_scaling_goes_wrong.json and figs/when_scaling_goes_wrong_chunk_overhead.png
-    .venv/bin/python benchmarks/when_scaling_goes_wrong.py --quick   # a fast smoke run into a temporary folder
-    .venv/bin/python benchmarks/when_scaling_goes_wrong.py --reclaim # claims from the stored runs, no new run
+    .venv/bin/python -m benchmarks.when_scaling_goes_wrong --quick    # a fast smoke run into a temporary folder
+    .venv/bin/python -m benchmarks.when_scaling_goes_wrong --reclaim  # claims from the stored runs, no new run
 
 Case 6: the same joblib search with its data packed in a tuple (shipped with every task) and
 scattered once (``scatter=[data]``). Case 7: one predict pass over the same array cut into chunks
@@ -32,7 +32,7 @@ import dask.dataframe as dd
 import joblib
 import numpy as np
 import pandas as pd
-from _notebook_cells import run_reused_cells
+from benchmarks._notebook_cells import run_reused_cells
 from dask_ml.ensemble import BlockwiseVotingClassifier
 from dask_ml.wrappers import Incremental
 from sklearn.datasets import make_classification

@@ -16,11 +16,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import cluster, data, measure
+from . import PROJECT_ROOT, BookError, cluster, data, measure
 
 # The pins: requirements.txt beside the book's package (in a clone, or in a workshop handout that
 # has the package, as book/instructor_guide.md lists it).
-REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements.txt"
+REQUIREMENTS = PROJECT_ROOT / "requirements.txt"
 # Packages that must be identical on the client and every worker for pickled estimators to load,
 # by the name each is imported with (what distributed's version report uses).
 WORKER_PACKAGES = {"scikit-learn": "sklearn", "dask-ml": "dask_ml", "dask": "dask",
@@ -29,10 +29,6 @@ WORKER_PACKAGES = {"scikit-learn": "sklearn", "dask-ml": "dask_ml", "dask": "das
 # tests/test_environment.py derives it from the packages' own Requires-Python metadata.
 MINIMUM_PYTHON = (3, 11)
 MINIMUM_FREE_MEMORY_GIB = 2.0
-
-
-class MissingRequirementsError(FileNotFoundError):
-    """The pins (requirements.txt) are not where the check looks; the message says the fix."""
 
 
 @dataclass
@@ -65,7 +61,7 @@ def read_pins(requirements: str | os.PathLike = REQUIREMENTS, here_only: bool = 
 
     requirements = Path(requirements)
     if not requirements.is_file():
-        raise MissingRequirementsError(
+        raise BookError(
             f"No {requirements.name} at {requirements}, so there are no pins to compare the "
             f"installed packages with: {missing_requirements_fix(requirements)}.")
     pins = {}
@@ -108,7 +104,7 @@ def check_pinned_packages(requirements: str | os.PathLike = REQUIREMENTS) -> lis
     requirements = Path(requirements)
     try:
         pins = read_pins(requirements, here_only=True)
-    except MissingRequirementsError:
+    except BookError:
         return [CheckResult("pinned versions", False, f"no requirements.txt at {requirements}",
                             missing_requirements_fix(requirements))]
     return check_pins(pins)

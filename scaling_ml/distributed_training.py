@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from . import measure, plots
+from . import BookError, measure, plots
 
 NAME = "distributed_training"
 
@@ -35,10 +35,6 @@ SCORE_COLUMNS = ("param_clf__alpha", "param_tfidf__norm", "param_tfidf__use_idf"
 MODES = ("n_jobs=1", "n_jobs=-1", "dask", "dask + scatter")
 
 
-class DistributedTrainingError(ValueError):
-    """Bad input to this chapter's helpers; the message names the problem and the fix."""
-
-
 def check_categories(categories) -> list[str] | None:
     """Return ``categories`` as a list after checking every name is a 20 Newsgroups topic; ``None``
     (all 20 topics, as ``fetch_20newsgroups`` reads it) is returned as it is.
@@ -49,12 +45,12 @@ def check_categories(categories) -> list[str] | None:
     if categories is None:
         return None
     if isinstance(categories, str):
-        raise DistributedTrainingError(
+        raise BookError(
             f"categories must be a list of topic names, got the single string {categories!r}: "
             f"write [{categories!r}]."
         )
     if not isinstance(categories, Sequence) or len(categories) == 0:
-        raise DistributedTrainingError(
+        raise BookError(
             f"categories must be a non-empty list of topic names (or None for all 20), got "
             f"{categories!r}; for example ['alt.atheism', 'sci.space']."
         )
@@ -65,13 +61,13 @@ def check_categories(categories) -> list[str] | None:
         for name in unknown:
             close = difflib.get_close_matches(str(name), ALL_CATEGORIES, n=1)
             hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise DistributedTrainingError(
+        raise BookError(
             f"Unknown 20 Newsgroups categories: {', '.join(hints)}. The 20 topics are: "
             f"{', '.join(ALL_CATEGORIES)}."
         )
     duplicates = sorted({name for name in categories if categories.count(name) > 1})
     if duplicates:
-        raise DistributedTrainingError(f"Categories listed twice: {duplicates}; list each topic once.")
+        raise BookError(f"Categories listed twice: {duplicates}; list each topic once.")
     return categories
 
 
@@ -124,7 +120,7 @@ def plot_scores(cv_results):
         cv_results = pd.DataFrame(cv_results)
     if not isinstance(cv_results, pd.DataFrame) or not set(SCORE_COLUMNS) <= set(cv_results.columns):
         found = list(cv_results.columns) if isinstance(cv_results, pd.DataFrame) else type(cv_results).__name__
-        raise DistributedTrainingError(
+        raise BookError(
             f"plot_scores needs the cv_results_ of a search over the chapter's grid (columns "
             f"{list(SCORE_COLUMNS)}), got {found}: fit the search first and pass search.cv_results_."
         )
@@ -158,8 +154,8 @@ def speedups(runs) -> pd.DataFrame:
     found = set(frame["mode"]) if "mode" in frame else set()
     missing = [mode for mode in MODES if mode not in found]
     if missing:
-        raise DistributedTrainingError(
-            f"The benchmark's runs lack the set-ups {missing}: run benchmarks/{NAME}.py again.")
+        raise BookError(
+            f"The benchmark's runs lack the set-ups {missing}: run `python -m benchmarks.{NAME}` again.")
     seconds = {mode: frame.loc[frame["mode"] == mode, "seconds"].tolist() for mode in MODES}
     rows = []
     for mode in MODES:
@@ -194,7 +190,7 @@ def compare(ratio: float, spread, mode: str, other: str) -> str:
 def check_document(document: Mapping) -> Mapping:
     needed = {"runs", "workload", "machine"}
     if not isinstance(document, Mapping) or not needed <= set(document):
-        raise DistributedTrainingError(
+        raise BookError(
             f"Expected the result document of benchmarks/{NAME}.py (keys {sorted(needed)}); "
             f"read it with measure.load_results({NAME!r}), or run the benchmark first."
         )

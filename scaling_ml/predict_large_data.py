@@ -16,20 +16,16 @@ from typing import Sequence
 
 import numpy as np
 
-from . import measure, plots
+from . import BookError, measure, plots
 
 BYTES_PER_GIB = 2**30
 NO_DIFFERENCE = "no difference measured here"
 
 
-class PredictLargeDataError(ValueError):
-    """Bad input to this chapter's helpers; the message says what is wrong and how to fix it."""
-
-
 def _check_rows(name: str, X, y) -> tuple[np.ndarray, np.ndarray]:
     X, y = np.asarray(X), np.asarray(y)
     if X.ndim != 2 or X.shape[1] != 2 or y.shape != (len(X),):
-        raise PredictLargeDataError(
+        raise BookError(
             f"{name}: expected X of shape (rows, 2) and y of shape (rows,), got {X.shape} and "
             f"{y.shape}. Compute a slice of the lazy arrays first, e.g. X_large[:1000].compute()."
         )
@@ -63,7 +59,7 @@ def plot_training_and_new_rows(X_train, y_train, X_new, y_new, axes=None):
 def _check_curve(points) -> list[dict]:
     needed = {"chunk_rows", "rows_per_second"}
     if not points or not all(isinstance(point, dict) and needed <= set(point) for point in points):
-        raise PredictLargeDataError(
+        raise BookError(
             "points must be a non-empty list of dicts with 'chunk_rows' and 'rows_per_second', "
             "as results['summary']['chunk_size_curve'] holds them (run the benchmark first)."
         )
@@ -93,7 +89,7 @@ def big_run(results: dict) -> dict:
     """The benchmark's run on the largest array (its entry in ``results["runs"]``)."""
     runs = [run for run in results.get("runs", []) if run.get("kind") == "big run"]
     if len(runs) != 1:
-        raise PredictLargeDataError(
+        raise BookError(
             f"expected one 'big run' in the results, found {len(runs)}: pass the document "
             "measure.load_results('predict_large_data') returns, from a complete benchmark run."
         )
@@ -106,7 +102,7 @@ def plot_big_run_memory(results: dict, ax=None):
     run = big_run(results)
     memory = run.get("memory_over_time")
     if not memory:
-        raise PredictLargeDataError("the big run holds no memory samples ('memory_over_time').")
+        raise BookError("the big run holds no memory samples ('memory_over_time').")
     seconds = np.array([float(second) for second in memory])
     gib = np.array(list(memory.values()), dtype=float)
     order = np.argsort(seconds)
@@ -132,7 +128,7 @@ def throughput_repeats(results: dict, setting: str, method: str) -> list[float]:
                if run.get("setting") == setting and run.get("method") == method]
     if not repeats:
         measured = sorted({(run.get("setting"), run.get("method")) for run in runs})
-        raise PredictLargeDataError(
+        raise BookError(
             f"no timed repeats of {method!r} under {setting!r} in the results; they hold "
             f"{len(measured)} (setting, method) pairs: "
             + "; ".join(f"{pair[0]!r}, {pair[1]!r}" for pair in measured[:12])
@@ -183,7 +179,7 @@ def plot_throughput_by_settings(rates: dict, methods: Sequence[str] | None = Non
     repeats (``results["summary"]["rows_per_second_range"]``), drawn as a line through each bar.
     """
     if not rates or not all(isinstance(by_method, dict) and by_method for by_method in rates.values()):
-        raise PredictLargeDataError(
+        raise BookError(
             "rates must be {setting: {method: rows per second}}, as "
             "results['summary']['rows_per_second'] holds them; got an empty or flat mapping."
         )
@@ -203,7 +199,7 @@ def plot_throughput_by_settings(rates: dict, methods: Sequence[str] | None = Non
             spans = [ranges.get(setting, {}).get(method) for setting in settings
                      if method in rates[setting]]
             if any(span is None for span in spans):
-                raise PredictLargeDataError(
+                raise BookError(
                     f"ranges lacks {method!r} under a setting rates has: pass "
                     "results['summary']['rows_per_second_range'] of the same results.")
             ax.vlines([x for x, _ in points], [low / 1e6 for low, _ in spans],

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from scaling_ml import check, cluster, workshop
-
-ROOT = Path(__file__).resolve().parent.parent
+from scaling_ml import PROJECT_ROOT as ROOT
+from scaling_ml import BookError, check, cluster
+from tools import workshop
 
 
 def run_check(*arguments, **environment):
@@ -26,6 +26,7 @@ def _check_lines(stdout: str) -> list[str]:
     return [line for line in stdout.splitlines() if line.split(" ", 1)[0] in ("OK", "WARN", "FAIL")]
 
 
+@pytest.mark.cluster
 def test_a_complete_setup_passes_every_check():
     result = run_check()
     assert result.returncode == 0, result.stdout + result.stderr
@@ -63,6 +64,7 @@ def test_the_summary_names_what_failed_on_one_line():
     assert summary.endswith("not OK: 20 Newsgroups offline, port 8787 free")
 
 
+@pytest.mark.cluster
 def test_missing_newsgroups_data_fails_with_the_import_command(tmp_path):
     result = run_check("--no-cluster", SCIKIT_LEARN_DATA=str(tmp_path))
     assert result.returncode == 1
@@ -71,11 +73,12 @@ def test_missing_newsgroups_data_fails_with_the_import_command(tmp_path):
     assert "python -m scaling_ml.data import-newsgroups" in failing[0]
 
 
+@pytest.mark.cluster
 def test_unreachable_scheduler_fails_the_cluster_check():
     result = run_check(DASK_SCHEDULER_ADDRESS="tcp://127.0.0.1:9")
     assert result.returncode == 1
     failing = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
-    assert len(failing) == 1 and failing[0].startswith("FAIL cluster starts: ClusterError")
+    assert len(failing) == 1 and failing[0].startswith("FAIL cluster starts: BookError")
     assert "DASK_SCHEDULER_ADDRESS" in failing[0]
 
 
@@ -89,6 +92,7 @@ def test_a_version_other_than_the_pin_fails(tmp_path):
     assert "fix: run `make env`" in results[0].line()
 
 
+@pytest.mark.cluster
 def test_a_package_missing_on_the_workers_fails():
     with cluster.get_client(n_workers=1) as client:
         results = check.check_worker_packages(
@@ -138,25 +142,29 @@ def run_in_handout(handout: Path, *arguments) -> subprocess.CompletedProcess:
                           cwd=handout / "notebooks", timeout=300)
 
 
-# Modules a chapter writes itself before importing them (chapter 5's worker-side module).
-WRITTEN_BY_A_CHAPTER = {"text_features"}
-
-
 def notebook_imports(notebook: Path) -> list[str]:
-    """Every top-level import statement of a notebook's code cells, but of modules it writes."""
+    """Every top-level import statement of a notebook's code cells, but of modules the notebook
+    writes itself (a ``name.py`` its cells name: chapter 5's and 6's modules for the workers)."""
+    cells = [cell for cell in json.loads(notebook.read_text())["cells"] if cell["cell_type"] == "code"]
+    code = ["".join(cell["source"]) for cell in cells]
+    written = set(re.findall(r"(\w+)\.py\b", "\n".join(code)))
     statements = []
-    for cell in json.loads(notebook.read_text())["cells"]:
-        if cell["cell_type"] != "code":
-            continue
-        for node in ast.parse("".join(cell["source"])).body:
+    for source in code:
+        for node in ast.parse(source).body:
             modules = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
                        else [node.module] if isinstance(node, ast.ImportFrom) else [])
-            if modules and not WRITTEN_BY_A_CHAPTER & set(modules):
+            if modules and not written & set(modules):
                 statements.append(ast.unparse(node))
     return statements
 
 
+@pytest.mark.cluster
 def test_a_handout_runs_the_check_and_every_notebooks_imports(handout):
+    import tomllib
+
+    # `pip install --no-deps -e .` in the handout needs every package its pyproject.toml names.
+    packages = tomllib.loads((handout / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    assert all((handout / package / "__init__.py").is_file() for package in packages), packages
     result = run_in_handout(handout, "-m", "scaling_ml.check", "--no-cluster")
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode == 0, result.stdout + result.stderr
@@ -164,7 +172,9 @@ def test_a_handout_runs_the_check_and_every_notebooks_imports(handout):
     imports = sorted({statement for notebook in sorted((handout / "notebooks").glob("*.ipynb"))
                       for statement in notebook_imports(notebook)})
     assert "from scaling_ml import cluster" in imports and len(imports) > 20
-    script = "\n".join([*imports, "import scaling_ml", "from scaling_ml import measure",
+    script = "\n".join([*imports, "import scaling_ml", "from scaling_ml import laptop_to_cluster, measure",
+                        "import yaml; yaml.safe_load(open('jobqueue.yaml'))",  # chapter 5 reads them
+                        "assert len(laptop_to_cluster.scale_up_knobs()) > 20",
                         "print(scaling_ml.__file__)",
                         "print(sorted(path.stem for path in measure.RESULTS_DIR.glob('*.json')))",
                         "[measure.load_results(path.stem) for path in measure.RESULTS_DIR.glob('*.json')]"])
@@ -175,6 +185,7 @@ def test_a_handout_runs_the_check_and_every_notebooks_imports(handout):
     assert ast.literal_eval(results) == sorted(path.stem for path in (ROOT / "benchmarks/results").glob("*.json"))
 
 
+@pytest.mark.cluster
 def test_a_handout_without_the_pins_fails_with_the_fix(handout):
     (handout / "requirements.txt").unlink()
     result = run_in_handout(handout, "-m", "scaling_ml.check", "--no-cluster")
@@ -184,5 +195,5 @@ def test_a_handout_without_the_pins_fails_with_the_fix(handout):
     assert failing.startswith(f"FAIL pinned versions: no requirements.txt at {handout / 'requirements.txt'}")
     assert f"fix: copy the book's requirements.txt into {handout}, beside the scaling_ml folder" in failing
     assert "not OK: pinned versions" in result.stdout.splitlines()[-1]
-    with pytest.raises(check.MissingRequirementsError, match="copy the book's requirements.txt"):
+    with pytest.raises(BookError, match="copy the book's requirements.txt"):
         check.read_pins(handout / "requirements.txt")

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import dask
 import distributed  # noqa: F401  (loads its configuration, read below at import time)
 import pytest
 from sklearn.linear_model import SGDClassifier
 
-from scaling_ml import measure
+from benchmarks import when_scaling_goes_wrong as benchmark
+from scaling_ml import PROJECT_ROOT as ROOT
+from scaling_ml import BookError, measure
 from scaling_ml import when_scaling_goes_wrong as chapter
-from scaling_ml.when_scaling_goes_wrong import WhenScalingGoesWrongError
-
-ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "06_when_scaling_goes_wrong.ipynb"
 SHIPPING_RUNS = [
     {"case": "6", "variant": "shipped with every task", "data_mb": 40.0, "tasks": 16, "seconds": 3.0,
@@ -45,21 +43,21 @@ def test_runs_table_selects_one_case_in_file_order(tmp_path):
 
 def test_runs_table_says_how_to_get_missing_runs(tmp_path):
     document = write_document(tmp_path, SHIPPING_RUNS)
-    with pytest.raises(WhenScalingGoesWrongError, match="benchmarks/when_scaling_goes_wrong.py"):
+    with pytest.raises(BookError, match="benchmarks.when_scaling_goes_wrong"):
         chapter.runs_table(document, "7")
-    with pytest.raises(WhenScalingGoesWrongError, match="Unknown case '9'"):
+    with pytest.raises(BookError, match="Unknown case '9'"):
         chapter.runs_table(document, "9")
 
 
 def test_runs_table_refuses_results_of_an_older_benchmark(tmp_path):
     old_run = {key: value for key, value in CHUNK_RUNS[0].items() if key != "repeats"}
     document = write_document(tmp_path, [old_run, CHUNK_RUNS[1]])
-    with pytest.raises(WhenScalingGoesWrongError, match=r"lack \['repeats'\]"):
+    with pytest.raises(BookError, match=r"lack \['repeats'\]"):
         chapter.runs_table(document, "7")
 
 
 def test_load_results_missing(tmp_path):
-    with pytest.raises(measure.MeasureError, match="run `make bench`"):
+    with pytest.raises(BookError, match="run `make bench`"):
         chapter.load_results(tmp_path)
 
 
@@ -69,20 +67,7 @@ def test_the_committed_results_have_what_the_chapter_reads():
         assert len(chapter.runs_table(document, case)) >= 2
 
 
-def load_benchmark_script():
-    import importlib.util
-    import sys
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("benchmark_when_scaling_goes_wrong",
-                                                  ROOT / "benchmarks" / "when_scaling_goes_wrong.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_committed_claims_follow_from_their_runs_and_hold_beyond_their_spread():
-    benchmark = load_benchmark_script()
     document = chapter.load_results()
     claims = benchmark.benchmark_claims(document["runs"])
     assert [(claim.name, claim.measured, claim.spread) for claim in claims] == [
@@ -91,7 +76,6 @@ def test_the_committed_claims_follow_from_their_runs_and_hold_beyond_their_sprea
 
 
 def test_a_claim_inside_its_spread_does_not_hold():
-    benchmark = load_benchmark_script()
     chunk_runs = [dict(run, repeats=[0.01, 2.0]) for run in CHUNK_RUNS]
     accuracy_runs = [{"case": "8", "method": "Incremental, one pass", "variant": variant, "accuracies": accuracies}
                      for variant, accuracies in [("sorted by label", [0.5, 0.6]),
@@ -118,7 +102,7 @@ def test_plot_chunk_overhead_draws_medians_sorted_and_every_pass():
 def test_plot_chunk_overhead_needs_two_chunk_sizes():
     import pandas as pd
 
-    with pytest.raises(WhenScalingGoesWrongError, match="at least two"):
+    with pytest.raises(BookError, match="at least two"):
         chapter.plot_chunk_overhead(pd.DataFrame(CHUNK_RUNS[:1]))
 
 
@@ -316,6 +300,7 @@ def test_case_8_four_times_the_rows_in_twice_the_partitions_break_and_mend_the_s
 
 # ---- a learner's machine stays clean ----------------------------------------------------------
 
+@pytest.mark.cluster
 def test_case_5_leaves_no_file_behind_when_its_kernel_is_stopped_in_its_middle(tmp_path):
     """Case 5 writes a module for the workers; a learner's kernel stopped right after (Jupyter's
     restart or shut-down, which ends a kernel busy closing its cluster with SIGTERM, so no atexit
