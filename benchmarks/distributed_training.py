@@ -142,7 +142,7 @@ def benchmark_claims(runs: list[dict]) -> list[measure.Claim]:
     """
     try:
         table = chapter.speedups(runs)
-    except chapter.DistributedTrainingError as error:
+    except BookError as error:
         raise BookError(f"The claims need all four modes: {error}") from None
     return [measure.Claim(f"{mode} faster than n_jobs=1 (speed-up)", round(float(row["speed-up"]), 3),
                           "x", 1.0, ">", spread=[round(float(row["speed-up low"]), 3),
