@@ -276,8 +276,9 @@ def test_the_objective_reports_every_call_and_can_be_pruned(cells, search_data):
     for trial in study.trials:
         steps = sorted(trial.intermediate_values)
         assert steps == list(range(1, len(steps) + 1))
-        assert (len(steps) == 9) == (trial.state == optuna.trial.TrialState.COMPLETE)
-        # Pruned only at the pruner's rungs, 1, 3 and 9 calls.
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            assert len(steps) == 9
+        # Pruned only at the pruner's rungs, 1, 3 and 9 calls (at 9, after the last call).
         if trial.state == optuna.trial.TrialState.PRUNED:
             assert steps[-1] in (1, 3, 9)
 
