@@ -10,6 +10,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+import dask
+import distributed  # noqa: F401  (loads its configuration, read below)
 import pytest
 
 from scaling_ml import PROJECT_ROOT as ROOT
@@ -108,3 +110,20 @@ def environment_as_before():
     for name in set(os.environ) - set(before):
         del os.environ[name]
     os.environ.update(before)
+
+
+# A module- or session-scoped cluster starts its nannies before a test's `before` is taken, so
+# what they set would outlive the fixture above; after every test's teardown these names go back
+# to what the session started with.
+NANNY_ENVIRONMENT = set(dask.config.get("distributed.nanny.pre-spawn-environ")) | {"PYTHONHASHSEED"}
+_SESSION_NANNY_ENVIRONMENT = {name: os.environ.get(name) for name in NANNY_ENVIRONMENT}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item):
+    yield
+    for name, value in _SESSION_NANNY_ENVIRONMENT.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
