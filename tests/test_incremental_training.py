@@ -6,6 +6,9 @@ from __future__ import annotations
 import codecs
 import os
 import pickle
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -83,10 +86,52 @@ def test_a_complete_folder_is_reused_without_reading_the_data_again(tmp_path):
     assert written_files(folder) == expected_files()
 
 
-def test_the_default_folder_is_in_the_temporary_directory(tmp_path, monkeypatch):
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
+def test_the_default_copy_is_the_processs_own_and_removed_when_it_exits(tmp_path):
+    """As a kernel uses it: a new folder in the temporary directory, gone once the process ends."""
+    data_home = fill_cache(tmp_path)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    script = ("import sys; from scaling_ml import incremental_training as chapter; "
+              "folder = chapter.write_newsgroups_files(data_home=sys.argv[1]); "
+              "print(folder); print(sorted(p.name for p in folder.iterdir()))")
+    run = subprocess.run([sys.executable, "-c", script, str(data_home)], capture_output=True, text=True,
+                         env={**os.environ, "TMPDIR": str(temporary)}, check=True)
+    folder_line, contents = run.stdout.splitlines()
+    folder = Path(folder_line)
+    assert folder.parent == temporary and folder.name.startswith(f"{chapter.DEFAULT_FOLDER_NAME}-")
+    assert contents == str(sorted([chapter.COMPLETE_MARKER, "test", "train"]))
+    assert not folder.exists() and list(temporary.iterdir()) == []
+
+
+def test_copies_of_killed_processes_are_removed_by_the_next_call(tmp_path, monkeypatch):
+    data_home = fill_cache(tmp_path)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     monkeypatch.setattr("tempfile.tempdir", None)  # so that gettempdir reads TMPDIR again
-    assert chapter.default_posts_folder() == tmp_path / chapter.DEFAULT_FOLDER_NAME
+    (tmp_path / "tmp").mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    orphan = tmp_path / "tmp" / f"{chapter.DEFAULT_FOLDER_NAME}-{dead}-abc123"
+    alive = tmp_path / "tmp" / f"{chapter.DEFAULT_FOLDER_NAME}-{os.getppid()}-def456"  # another kernel's
+    unrelated = tmp_path / "tmp" / f"{chapter.DEFAULT_FOLDER_NAME}-notes"
+    for folder in (orphan, alive, unrelated):
+        (folder / "train").mkdir(parents=True)
+    folder = chapter.write_newsgroups_files(data_home=data_home)
+    try:
+        assert not orphan.exists() and alive.exists() and unrelated.exists()
+        assert written_files(folder) == expected_files()
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_an_interrupted_default_copy_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    (tmp_path / "tmp").mkdir()
+    empty_home = tmp_path / "empty"
+    empty_home.mkdir()
+    with pytest.raises(chapter.IncrementalTrainingError, match="make data"):
+        chapter.write_newsgroups_files(data_home=empty_home, download_if_missing=False)
+    assert list((tmp_path / "tmp").iterdir()) == []
 
 
 def test_missing_data_is_a_clear_error_and_leaves_nothing(tmp_path):
@@ -242,3 +287,4 @@ def test_persisted_arrays_break_hyperband_with_the_pinned_versions(client):
     X_persisted, y_persisted = dask.persist(X, y)
     with pytest.raises(TypeError, match="only integer scalar arrays can be converted to a scalar index"):
         search.fit(X_persisted, y_persisted, classes=[0, 1])
+
