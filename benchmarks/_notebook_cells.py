@@ -13,14 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from scaling_ml import PROJECT_ROOT
+from scaling_ml import PROJECT_ROOT, BookError
 
 TAG = "reused-by-benchmark"
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
-
-
-class NotebookCellsError(RuntimeError):
-    """The cells a benchmark reuses are missing or failed; the message names the notebook."""
 
 
 def reused_sources(notebook: str | Path) -> list[str]:
@@ -32,7 +28,7 @@ def reused_sources(notebook: str | Path) -> list[str]:
     sources = ["".join(cell["source"]) for cell in cells
                if cell["cell_type"] == "code" and TAG in cell["metadata"].get("tags", [])]
     if not sources:
-        raise NotebookCellsError(f"{path.name} has no code cell tagged {TAG!r}.")
+        raise BookError(f"{path.name} has no code cell tagged {TAG!r}.")
     return sources
 
 
@@ -45,7 +41,7 @@ def run_reused_cells(notebook: str | Path, namespace: dict | None = None) -> dic
         try:
             exec(compile(code, f"<{Path(notebook).name}: reused cell {number}>", "exec"), namespace)
         except Exception as error:  # noqa: BLE001 - re-raised with the notebook's name
-            raise NotebookCellsError(
+            raise BookError(
                 f"Reused cell {number} of {Path(notebook).name} failed: {type(error).__name__}: "
                 f"{error}") from error
     return namespace

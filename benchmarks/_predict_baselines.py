@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from _notebook_cells import run_reused_cells
+from benchmarks._notebook_cells import run_reused_cells
 
 NOTEBOOK = "02_predict_large_data.ipynb"
 _cells: dict | None = None

@@ -16,14 +16,17 @@ import time
 
 import dask
 
-from scaling_ml import cluster
+from scaling_ml import BookError, cluster
 
 MALLOC_VARIABLES = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX")
 DASK_DEFAULT_SETTINGS = "Dask's default"
 MEMORY_SETTINGS = {
-    # What Dask's workers get by default: every free of more than 64 KiB returns memory to the OS.
+    # What Dask's workers get by default: glibc returns the free memory at the top of its heap once
+    # more than 64 KiB of it is free and, because a threshold is set, no longer raises its mmap
+    # threshold above 128 KiB, so every larger array is mapped afresh, page faults included.
     DASK_DEFAULT_SETTINGS: {"MALLOC_TRIM_THRESHOLD_": "65536"},
-    # Nothing set: what a plain Python process gets.
+    # Nothing set: what a plain Python process gets. glibc raises its mmap threshold to the size
+    # of each mapped array it frees, up to 32 MiB: smaller arrays then reuse its heap.
     "glibc's default": {},
     # Arrays up to 1 GiB come from memory the process keeps and reuses: no page faults per block,
     # at the price of holding on to freed memory (Dask reports it as unmanaged memory).
@@ -34,9 +37,9 @@ MEMORY_SETTINGS = {
 # independent blocks, each reduced to a few numbers on its worker, two of them cost throughput on
 # a small machine:
 THROUGHPUT_SCHEDULING = {
-    # Queuing (a saturation of 1.1) sends a worker its next block only once the scheduler has
-    # heard that it is ready for one; inf sends every block at once. Safe only because a block's
-    # result is a few numbers.
+    # Queuing (a saturation of 1.1) keeps at most ceil(1.1 x threads) blocks on a worker (two on
+    # a one-thread worker: one running, one waiting) and the rest on the scheduler; inf sends
+    # every block at once. Safe only because a block's result is a few numbers.
     "distributed.scheduler.worker-saturation": float("inf"),
     # Each worker samples its threads' stacks for the dashboard's Profile page, taking Python's
     # lock from the computing thread.
@@ -44,16 +47,12 @@ THROUGHPUT_SCHEDULING = {
 }
 
 
-class SettingsError(ValueError):
-    """Settings the benchmark cannot apply; the message says which are allowed."""
-
-
 def check_memory_settings(settings) -> dict | None:
     if settings is None:
         return None
     unknown = sorted(set(settings) - set(MALLOC_VARIABLES)) if isinstance(settings, dict) else None
     if unknown is None or unknown:
-        raise SettingsError(
+        raise BookError(
             f"memory settings must be a dict of {', '.join(MALLOC_VARIABLES)} (or one of "
             f"MEMORY_SETTINGS: {', '.join(MEMORY_SETTINGS)}), got {settings!r}."
         )
@@ -102,7 +101,7 @@ def start_local_cluster(n_workers: int = 2, memory_settings: dict | None = None,
     settings = check_memory_settings(memory_settings)
     if dask_config is not None and not (isinstance(dask_config, dict)
                                         and all(isinstance(key, str) for key in dask_config)):
-        raise SettingsError(
+        raise BookError(
             "dask_config must be a dict of Dask configuration keys, such as "
             f"THROUGHPUT_SCHEDULING, got {dask_config!r}."
         )

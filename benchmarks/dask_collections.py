@@ -18,11 +18,11 @@ splits and the measuring.
 Full run (writes benchmarks/results/dask_collections.json and figs/dask_collections_memory.png;
 about 2 GiB of scratch files under _build/data/bench_dask_collections, removed at the end;
 about 5 minutes on the 2-core machine that builds the book):
-    .venv/bin/python benchmarks/dask_collections.py
+    .venv/bin/python -m benchmarks.dask_collections
 Smoke run, small sizes, everything in a temporary folder:
-    .venv/bin/python benchmarks/dask_collections.py --quick
+    .venv/bin/python -m benchmarks.dask_collections --quick
 Recompute the claims from the stored runs (no new measurement):
-    .venv/bin/python benchmarks/dask_collections.py --reclaim
+    .venv/bin/python -m benchmarks.dask_collections --reclaim
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ from dask_ml.model_selection import train_test_split
 from distributed.diagnostics import MemorySampler
 from sklearn.base import clone
 
-from _notebook_cells import run_reused_cells
-from scaling_ml import PROJECT_ROOT, cluster, measure, plots
+from benchmarks._notebook_cells import run_reused_cells
+from scaling_ml import PROJECT_ROOT, BookError, cluster, measure, plots
 from scaling_ml import dask_collections as chapter
 
 NAME = "dask_collections"
@@ -54,10 +54,6 @@ DATA_DIR = str(PROJECT_ROOT / "_build" / "data" / "bench_dask_collections")
 GAP_GOAL_POINTS = 1.0
 # As in the notebook: dask-glm's lbfgs sets dask's old config key `fuse_ave_width`, and dask warns.
 warnings.filterwarnings("ignore", message="Dask configuration key 'fuse_ave_width'", category=FutureWarning)
-
-
-class BenchmarkError(RuntimeError):
-    """The benchmark cannot use its runs; the message says why."""
 
 
 def write_table(cells, path: str, n_rows: int, rows_per_partition: int):
@@ -131,10 +127,10 @@ def benchmark_claims(runs: list[dict]) -> list[measure.Claim]:
     accuracy_runs = [run for run in runs if run["run"] == "accuracy"]
     memory_runs = [run for run in runs if run["run"] == "memory"]
     if not accuracy_runs or len(memory_runs) != 1:
-        raise BenchmarkError(f"Expected accuracy runs and one memory run, got {len(accuracy_runs)} and "
+        raise BookError(f"Expected accuracy runs and one memory run, got {len(accuracy_runs)} and "
                              f"{len(memory_runs)}: run the benchmark again.")
     if not all(run.get("same_rows") for run in accuracy_runs):
-        raise BenchmarkError("A split gave X and y different rows: the accuracies compare nothing.")
+        raise BookError("A split gave X and y different rows: the accuracies compare nothing.")
     [memory_run] = memory_runs
     gaps = [abs(run["difference_points"]) for run in accuracy_runs]
     widest = max(max(abs(end) for end in run["difference_spread_points"]) for run in accuracy_runs)

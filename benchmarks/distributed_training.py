@@ -1,7 +1,7 @@
 """Benchmark of chapter 1: the chapter's grid search run four ways on this machine.
 
-    .venv/bin/python benchmarks/distributed_training.py          # writes benchmarks/results/ and figs/
-    .venv/bin/python benchmarks/distributed_training.py --quick  # smoke run into a temporary folder
+    .venv/bin/python -m benchmarks.distributed_training          # writes benchmarks/results/ and figs/
+    .venv/bin/python -m benchmarks.distributed_training --quick  # smoke run into a temporary folder
 
 It measures the chapter's own code: the pipeline and the grid come from the notebook's cells
 tagged ``reused-by-benchmark``, and each set-up runs the search as the notebook's cells do:
@@ -36,22 +36,18 @@ from pathlib import Path
 
 import joblib
 import pandas as pd
-from _notebook_cells import run_reused_cells
+from benchmarks._notebook_cells import run_reused_cells
 from sklearn.base import clone
 from sklearn.datasets import fetch_20newsgroups
 from sklearn.model_selection import GridSearchCV, ParameterGrid
 
-from scaling_ml import cluster, measure
+from scaling_ml import BookError, cluster, measure
 from scaling_ml import distributed_training as chapter
 
 N_WORKERS = 2
 FOLDS = 3
 # The four set-ups, in the order of the chapter (and of the figure).
 MODES = ("n_jobs=1", "n_jobs=-1", "dask", "dask + scatter")
-
-
-class BenchmarkError(ValueError):
-    """Bad input to the benchmark's functions; the message says what to change."""
 
 
 @functools.cache
@@ -75,7 +71,7 @@ def fit_in_mode(search: GridSearchCV, X, y, mode: str) -> float:
     chapter does, so that scattering the same data again is safe.
     """
     if mode not in MODES:
-        raise BenchmarkError(f"Unknown mode {mode!r}: use one of {list(MODES)}.")
+        raise BookError(f"Unknown mode {mode!r}: use one of {list(MODES)}.")
     search.set_params(n_jobs=1 if mode == "n_jobs=1" else -1)
     start = time.perf_counter()
     if mode == "dask":
@@ -97,10 +93,10 @@ def time_modes(X, y, modes=MODES, repeats: int = 3, warm_up: tuple | None = None
     processes and importing scikit-learn in every process are not charged to the first repeat.
     """
     if repeats < 1:
-        raise BenchmarkError(f"repeats must be >= 1, got {repeats}.")
+        raise BookError(f"repeats must be >= 1, got {repeats}.")
     unknown = [mode for mode in modes if mode not in MODES]
     if unknown:
-        raise BenchmarkError(f"Unknown modes {unknown}: use some of {list(MODES)}.")
+        raise BookError(f"Unknown modes {unknown}: use some of {list(MODES)}.")
     if warm_up is not None:
         for mode in modes:
             fit_in_mode(chapter_search(), *warm_up, mode)
@@ -117,10 +113,10 @@ def time_modes(X, y, modes=MODES, repeats: int = 3, warm_up: tuple | None = None
 def summarise(runs: list[dict], baseline: str = "n_jobs=1") -> pd.DataFrame:
     """Median, min and max seconds per mode, and the speed-up over ``baseline`` (median / median)."""
     if not runs:
-        raise BenchmarkError("No runs to summarise: time the search first (time_modes).")
+        raise BookError("No runs to summarise: time the search first (time_modes).")
     frame = pd.DataFrame(runs)
     if baseline not in set(frame["mode"]):
-        raise BenchmarkError(f"The runs have no {baseline!r} mode to compare with.")
+        raise BookError(f"The runs have no {baseline!r} mode to compare with.")
     order = [mode for mode in MODES if mode in set(frame["mode"])]
     table = frame.groupby("mode")["seconds"].agg(["median", "min", "max", "count"]).loc[order]
     table = table.rename(columns={"median": "median s", "min": "min s", "max": "max s",
@@ -139,7 +135,7 @@ def benchmark_claims(table: pd.DataFrame) -> list[measure.Claim]:
     """
     missing = [mode for mode in MODES if mode not in table.index]
     if missing:
-        raise BenchmarkError(
+        raise BookError(
             f"The claims need all four modes; the runs lack {missing}: time them with "
             "time_modes(..., modes=MODES)."
         )

@@ -1,8 +1,8 @@
 """Chapter 6's measured claims: shipping data with every task, tiny chunks, sorted partitions.
 
-    .venv/bin/python benchmarks/failure_modes.py           # writes benchmarks/results/failure_modes.json
+    .venv/bin/python -m benchmarks.failure_modes           # writes benchmarks/results/failure_modes.json
                                                            # and figs/failure_modes_chunk_overhead.png
-    .venv/bin/python benchmarks/failure_modes.py --quick   # a fast smoke run into a temporary folder
+    .venv/bin/python -m benchmarks.failure_modes --quick   # a fast smoke run into a temporary folder
 
 Case 6: the same joblib search with its data packed in a tuple (shipped with every task) and
 scattered once (``scatter=[data]``). Case 7: one predict pass over the same array cut into chunks
@@ -24,7 +24,7 @@ import dask.dataframe as dd
 import joblib
 import numpy as np
 import pandas as pd
-from _notebook_cells import run_reused_cells
+from benchmarks._notebook_cells import run_reused_cells
 from dask_ml.ensemble import BlockwiseVotingClassifier
 from dask_ml.wrappers import Incremental
 from sklearn.datasets import make_classification

@@ -1,10 +1,10 @@
 """Chapter 3 benchmark: incremental training's memory, accuracy and Hyperband's budget.
 
-Run: .venv/bin/python benchmarks/incremental_training.py          (writes benchmarks/results/;
-                                                                  about 8 minutes on 2 cores)
-     .venv/bin/python benchmarks/incremental_training.py --quick  (small sizes, a temp dir)
-     .venv/bin/python benchmarks/incremental_training.py --reclaim (the claims again, from the
-                                                                  stored runs; no new run)
+Run: .venv/bin/python -m benchmarks.incremental_training           (writes benchmarks/results/;
+                                                                   about 8 minutes on 2 cores)
+     .venv/bin/python -m benchmarks.incremental_training --quick   (small sizes, a temp dir)
+     .venv/bin/python -m benchmarks.incremental_training --reclaim (the claims again, from the
+                                                                   stored runs; no new run)
 
 It measures the chapter's own code: ``make_stream``, ``partial_fit_blocks`` and the Hyperband
 ``parameters`` come from the cells of notebooks/03_incremental_training.ipynb tagged
@@ -34,13 +34,13 @@ import time
 from dataclasses import asdict
 
 import numpy as np
-from _notebook_cells import run_reused_cells
+from benchmarks._notebook_cells import run_reused_cells
 from dask_ml.model_selection import HyperbandSearchCV, IncrementalSearchCV
 from dask_ml.wrappers import Incremental
 from distributed.diagnostics import MemorySampler
 from sklearn.linear_model import SGDClassifier
 
-from scaling_ml import cluster, measure, plots
+from scaling_ml import BookError, cluster, measure, plots
 from scaling_ml import incremental_training as chapter
 
 NAME = "incremental_training"
@@ -51,10 +51,6 @@ A_FEW_BLOCKS = 4  # the chapter's bound
 MEMORY_LIMIT = "1GiB"  # per worker, as in the chapter
 HYPERBAND = "HyperbandSearchCV"
 EVERY_FULLY = "IncrementalSearchCV (every candidate fully)"
-
-
-class BenchmarkError(RuntimeError):
-    """The stored runs cannot back the claims; the message says why."""
 
 
 def chapter_cells() -> dict:
@@ -174,7 +170,7 @@ def _peaks(runs, n_workers, n_blocks, key="peak_above_idle_mib"):
     values = [run[key] for run in runs if run["part"] == "memory"
               and run["n_workers"] == n_workers and run["n_blocks"] == n_blocks]
     if not values:
-        raise BenchmarkError(f"No memory runs of {n_blocks} blocks on {n_workers} worker(s): "
+        raise BookError(f"No memory runs of {n_blocks} blocks on {n_workers} worker(s): "
                              "run the benchmark again.")
     return values
 
@@ -204,7 +200,7 @@ def benchmark_claims(runs: list[dict], sizes) -> list[measure.Claim]:
     ]
     accuracy = [run for run in runs if run["part"] == "accuracy"]
     if len(accuracy) != 1 or not accuracy[0]["same_coefficients"]:
-        raise BenchmarkError("The accuracy run is missing, or Incremental and the loop computed "
+        raise BookError("The accuracy run is missing, or Incremental and the loop computed "
                              "different coefficients.")
     claims.append(measure.Claim(
         "|accuracy Incremental(shuffle_blocks=False) - accuracy of the chapter's partial_fit loop|",
@@ -215,7 +211,7 @@ def benchmark_claims(runs: list[dict], sizes) -> list[measure.Claim]:
     pairs = [[next(run for run in searches if run["seed"] == seed and run["search"] == name)
               for name in (HYPERBAND, EVERY_FULLY)] for seed in seeds]
     if not pairs:
-        raise BenchmarkError("No search runs: run the benchmark again.")
+        raise BookError("No search runs: run the benchmark again.")
     gaps = [100 * (full["best_score"] - hyperband["best_score"]) for hyperband, full in pairs]
     calls = [hyperband["partial_fit_calls"] / full["partial_fit_calls"] for hyperband, full in pairs]
     claims += [

@@ -16,9 +16,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import cluster, data, measure
+from . import PROJECT_ROOT, cluster, data, measure
 
-REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements.txt"
+REQUIREMENTS = PROJECT_ROOT / "requirements.txt"
 # Packages that must be identical on the client and every worker for pickled estimators to load,
 # by the name each is imported with (what distributed's version report uses).
 WORKER_PACKAGES = {"scikit-learn": "sklearn", "dask-ml": "dask_ml", "dask": "dask",

@@ -33,6 +33,8 @@ import dask
 from distributed import Client
 from distributed.comm import parse_address
 
+from scaling_ml import BookError
+
 LOOPBACK = "127.0.0.1"
 DEFAULT_DASHBOARD_PORT = 8787
 DEFAULT_N_WORKERS = 2
@@ -40,10 +42,6 @@ DEFAULT_N_WORKERS = 2
 DISTRIBUTED_DASHBOARD_LINK = "{scheme}://{host}:{port}/status"
 # Behind JupyterHub (Binder is one) the dashboard is reached through jupyter-server-proxy.
 HUB_DASHBOARD_LINK = "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"
-
-
-class ClusterError(RuntimeError):
-    """A cluster could not be started or reached; the message says how to fix it."""
 
 
 def configured_scheduler_address() -> str | None:
@@ -71,9 +69,9 @@ def _port_is_free(port: int, host: str = LOOPBACK) -> bool:
 
 
 def check_address(address: str) -> str:
-    """Return a normalised ``tcp://host:port`` address or raise ClusterError saying what is wrong."""
+    """Return a normalised ``tcp://host:port`` address or raise BookError saying what is wrong."""
     if not isinstance(address, str) or not address.strip():
-        raise ClusterError(
+        raise BookError(
             f"Bad scheduler address {address!r}: give it as 'tcp://HOST:PORT', for example "
             "'tcp://127.0.0.1:8786', or unset DASK_SCHEDULER_ADDRESS to start a local cluster."
         )
@@ -86,7 +84,7 @@ def check_address(address: str) -> str:
     except ValueError:
         scheme, location, port = None, None, None
     if scheme not in ("tcp", "tls") or not urlparse(f"{scheme}://{location}").hostname or not port:
-        raise ClusterError(
+        raise BookError(
             f"Bad scheduler address {address!r}: expected 'tcp://HOST:PORT' with a numeric port, "
             "for example 'tcp://127.0.0.1:8786' (the address `dask scheduler` prints at start). "
             "Fix DASK_SCHEDULER_ADDRESS, or unset it to start a local cluster."
@@ -95,7 +93,7 @@ def check_address(address: str) -> str:
 
 
 def probe_scheduler(address: str, timeout: float = 10) -> None:
-    """Raise ClusterError unless a Dask scheduler answers at ``address`` within ``timeout`` s.
+    """Raise BookError unless a Dask scheduler answers at ``address`` within ``timeout`` s.
 
     A Dask server sends its handshake as soon as a connection opens; a web server (the
     dashboard, a Jupyter server) sends nothing until it gets a request. So a silent port is
@@ -112,7 +110,7 @@ def probe_scheduler(address: str, timeout: float = 10) -> None:
     try:
         connection = socket.create_connection((host, port), timeout=timeout)
     except OSError as error:
-        raise ClusterError(f"No Dask scheduler at {address} ({error}). {fix}") from None
+        raise BookError(f"No Dask scheduler at {address} ({error}). {fix}") from None
     with connection:
         connection.settimeout(timeout)
         try:
@@ -120,7 +118,7 @@ def probe_scheduler(address: str, timeout: float = 10) -> None:
         except (socket.timeout, OSError):
             first_bytes = None
     if not first_bytes or first_bytes.startswith(b"HTTP"):
-        raise ClusterError(
+        raise BookError(
             f"Something listens at {address}, but it is not a Dask scheduler: it did not answer "
             f"Dask's handshake within {timeout:g} s. Is it the dashboard's port (8787 by default) "
             "or a web server? The scheduler's address is the tcp:// one `dask scheduler` prints "
@@ -137,8 +135,8 @@ def local_cluster_options(n_workers: int = DEFAULT_N_WORKERS, threads_per_worker
     """
     from . import require_positive_int
 
-    require_positive_int("n_workers", n_workers, ClusterError)
-    require_positive_int("threads_per_worker", threads_per_worker, ClusterError)
+    require_positive_int("n_workers", n_workers)
+    require_positive_int("threads_per_worker", threads_per_worker)
     dashboard_port = DEFAULT_DASHBOARD_PORT if _port_is_free(DEFAULT_DASHBOARD_PORT) else 0
     # Keep the scheduler's, nannies' and workers' log lines out of notebook cells: they arrive
     # at random moments (distributed 2025.1.0 logs a heartbeat error when a cluster shuts down),
@@ -162,7 +160,7 @@ def get_client(address: str | None = None, timeout: float = 10, local: bool = Fa
         a cluster of a particular shape (one worker with a small memory limit) wherever they run.
     """
     if local and address:
-        raise ClusterError("Give either an address or local=True, not both.")
+        raise BookError("Give either an address or local=True, not both.")
     address = None if local else address or configured_scheduler_address()
     # Client.dashboard_link reads this setting each time it is asked, so it stays set (as the
     # binder/start script sets it for the whole session through DASK_DISTRIBUTED__DASHBOARD__LINK).
@@ -173,7 +171,7 @@ def get_client(address: str | None = None, timeout: float = 10, local: bool = Fa
         with dask.config.set({"scheduler-address": None}):
             return Client(**local_cluster_options(**local_options))
     if local_options:
-        raise ClusterError(
+        raise BookError(
             f"Options {sorted(local_options)} only apply to a local cluster, but a scheduler "
             f"address is set ({address!r}): size that cluster where it is started, or unset "
             "DASK_SCHEDULER_ADDRESS."
@@ -182,7 +180,7 @@ def get_client(address: str | None = None, timeout: float = 10, local: bool = Fa
     try:
         return Client(check_address(address), timeout=timeout)
     except (OSError, TimeoutError) as error:
-        raise ClusterError(
+        raise BookError(
             f"Could not connect to the Dask scheduler at {address} within {timeout} s ({error}). "
             "Check that its workers and this notebook run the same versions of dask and "
             "distributed (`python -m scaling_ml.check`)."

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import PROJECT_ROOT, require_positive_int
+from . import PROJECT_ROOT, BookError, require_positive_int
 
 N_NUMERIC = 12
 NUMERIC_COLUMNS = [f"x{i}" for i in range(N_NUMERIC)]
@@ -34,22 +34,18 @@ PLAN_EFFECTS = np.array([0.5, 0.0, -0.6])
 DATA_FOLDER = str(PROJECT_ROOT / "_build" / "data" / "04_dask_collections")
 
 
-class DaskCollectionsError(ValueError):
-    """Bad input to this chapter's helpers; the message names the problem and the fix."""
-
-
 def check_table_size(n_rows, rows_per_partition) -> None:
-    """Raise DaskCollectionsError unless both sizes are whole numbers >= 1."""
-    require_positive_int("n_rows", n_rows, DaskCollectionsError)
-    require_positive_int("rows_per_partition", rows_per_partition, DaskCollectionsError)
+    """Raise BookError unless both sizes are whole numbers >= 1."""
+    require_positive_int("n_rows", n_rows)
+    require_positive_int("rows_per_partition", rows_per_partition)
 
 
 def require_columns(frame, columns) -> None:
-    """Raise DaskCollectionsError if any of ``columns`` is not a column of ``frame``."""
+    """Raise BookError if any of ``columns`` is not a column of ``frame``."""
     columns = [columns] if isinstance(columns, str) else list(columns)
     missing = [column for column in columns if column not in frame.columns]
     if missing:
-        raise DaskCollectionsError(
+        raise BookError(
             f"Column(s) {missing} not in the dataframe; it has {list(frame.columns)}. Check the "
             "spelling, or the `columns=` you read the parquet files with.")
 
@@ -58,14 +54,14 @@ def true_model_predictions(table: pd.DataFrame) -> np.ndarray:
     """The true model's prediction (0 or 1) for every row of ``table``, a pandas DataFrame of the
     churn table: 1 where the logit the labels were drawn from is positive."""
     if not isinstance(table, pd.DataFrame):
-        raise DaskCollectionsError(
+        raise BookError(
             f"The true model scores a pandas DataFrame, got {type(table).__name__}: "
             "call .compute() on a (small) dask dataframe first.")
     require_columns(table, [*NUMERIC_COLUMNS, *CATEGORICAL_COLUMNS])
     region = pd.Categorical(table["region"].astype(object), categories=REGIONS).codes
     plan = pd.Categorical(table["plan"].astype(object), categories=PLANS).codes
     if (region < 0).any() or (plan < 0).any():
-        raise DaskCollectionsError(
+        raise BookError(
             f"Unknown region or plan in the table (expected {REGIONS} and {PLANS}): was it "
             "written by the chapter's make_partition?")
     logit = table[NUMERIC_COLUMNS].to_numpy() @ NUMERIC_WEIGHTS + REGION_EFFECTS[region] + PLAN_EFFECTS[plan]
@@ -84,8 +80,7 @@ def best_possible_accuracy(table: pd.DataFrame) -> float:
 
 
 # ---------------------------------------------------------------- figures
-def plot_learning_curve(train_sizes, train_scores, test_scores, best: float | None = None,
-                        name: str | None = "dask_collections_learning_curve"):
+def plot_learning_curve(train_sizes, train_scores, test_scores, best: float | None = None):
     """Mean score (with the spread over splits) against the number of training rows."""
     from . import plots
 
@@ -102,8 +97,6 @@ def plot_learning_curve(train_sizes, train_scores, test_scores, best: float | No
     ax.set_ylabel("accuracy")
     ax.set_title("Learning curve: logistic regression on the churn table")
     ax.legend(loc="lower right", fontsize="small")
-    if name:
-        plots.save_figure(figure, name)
     return figure
 
 
@@ -114,11 +107,11 @@ def memory_in_seconds(samples: pd.DataFrame) -> pd.DataFrame:
     (``ms.sample("write")``, then ``ms.sample("train")``) follow each other on one axis.
     """
     if not isinstance(samples, pd.DataFrame) or not isinstance(samples.index, pd.DatetimeIndex):
-        raise DaskCollectionsError(
+        raise BookError(
             "Expected the DataFrame of MemorySampler.to_pandas() (absolute times, the default "
             "align=False); got " + type(samples).__name__ + ".")
     if samples.empty:
-        raise DaskCollectionsError("The MemorySampler has no samples: run a `with ms.sample(...)` block first.")
+        raise BookError("The MemorySampler has no samples: run a `with ms.sample(...)` block first.")
     frame = samples / 2**30
     frame.index = (samples.index - samples.index[0]).total_seconds()
     frame.index.name = "seconds"
@@ -126,13 +119,11 @@ def memory_in_seconds(samples: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_cluster_memory(samples: pd.DataFrame, limit_gib: float, dataset_gib: float | None = None,
-                        title: str = "Cluster memory while the workers stream the table",
-                        name: str | None = None):
+                        title: str = "Cluster memory while the workers stream the table"):
     """Cluster memory of each sampled step on one time axis, with the total memory limit.
 
     samples: ``MemorySampler.to_pandas()`` (one column per label). limit_gib: the cluster's total
     memory limit. dataset_gib: the table's size in memory, drawn as a second line if given.
-    name: save as ``figs/<name>.png`` too.
     """
     from . import plots
 
@@ -145,6 +136,4 @@ def plot_cluster_memory(samples: pd.DataFrame, limit_gib: float, dataset_gib: fl
     ax.set_xlim(0, frame.index[-1])
     ax.set_ylim(0, 1.1 * max(limit_gib, dataset_gib or 0, float(frame.max().max())))
     ax.legend(loc="lower right", fontsize="small")
-    if name:
-        plots.save_figure(figure, name)
     return figure

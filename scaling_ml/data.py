@@ -24,6 +24,8 @@ from pathlib import Path
 
 from sklearn.datasets import get_data_home, load_files
 
+from scaling_ml import BookError
+
 # What scikit-learn's fetch_20newsgroups reads: a zlib-compressed pickle of
 # {"train": load_files(train folder), "test": load_files(test folder)} at this name.
 NEWSGROUPS_CACHE_NAME = "20news-bydate_py3.pkz"
@@ -33,88 +35,45 @@ NEWSGROUPS_EXPECTED_CATEGORIES = 20
 SCRATCH_PREFIX = ".20news-import-"
 
 
-class DataError(RuntimeError):
-    """Data is missing or not what the book expects; the message says how to fix it."""
-
-
-def check_row_blocks(X, y, error: type[Exception] = ValueError) -> None:
-    """Raise ``error`` unless X (2-D) and y (1-D) are dask arrays whose row blocks line up.
-
-    Block i of X must hold whole rows and the same rows as block i of y: the chapters' helpers
-    work block by block (predict, partial_fit), so the check names the problem and the fix
-    instead of letting a mismatch fail deep in Dask or, worse, pair rows with other rows' labels.
-    """
-    import dask.array as da
-
-    if not isinstance(X, da.Array) or not isinstance(y, da.Array):
-        raise error(
-            f"X and y must be dask arrays (got {type(X).__name__} and {type(y).__name__}): wrap "
-            "NumPy data with da.from_array(..., chunks=...), or convert a dask DataFrame with "
-            ".to_dask_array(lengths=True)."
-        )
-    if X.ndim != 2 or y.ndim != 1:
-        raise error(f"X must be 2-D and y 1-D, got X.ndim={X.ndim} and y.ndim={y.ndim}.")
-    if X.numblocks[1] != 1:
-        raise error(
-            f"X is split into {X.numblocks[1]} blocks along the columns: every block must hold "
-            "whole rows. Rechunk with X.rechunk({1: -1})."
-        )
-    if X.chunks[0] != y.chunks[0]:
-        raise error(
-            f"The row blocks of X ({len(X.chunks[0])} blocks: {X.chunks[0][:3]}...) and y "
-            f"({len(y.chunks[0])} blocks: {y.chunks[0][:3]}...) do not line up, so block i of X "
-            "would meet the labels of other rows. Give both the same row chunks, for example "
-            "y = y.rechunk(X.chunks[0])."
-        )
-
-
 def newsgroups_cache_path(data_home: str | os.PathLike | None = None) -> Path:
     """Where scikit-learn keeps (and ``fetch_20newsgroups`` looks for) the 20 Newsgroups cache."""
     return Path(get_data_home(data_home)) / NEWSGROUPS_CACHE_NAME
 
 
-def newsgroups_available_offline(data_home: str | os.PathLike | None = None) -> bool:
-    return newsgroups_cache_path(data_home).is_file()
-
-
-def _safe_members(archive: tarfile.TarFile, destination: Path,
-                  error: type[Exception] | None = None):
+def _safe_members(archive: tarfile.TarFile, destination: Path):
     """The archive's members, refusing any that would be written outside ``destination``."""
     root = destination.resolve()
     for member in archive.getmembers():
         target = (root / member.name).resolve()
         if root not in target.parents and target != root:
-            raise (error or DataError)(
+            raise BookError(
                 f"Refusing archive member {member.name!r}: it points outside the archive.")
         if not (member.isfile() or member.isdir()):
             continue
         yield member
 
 
-def extract_newsgroups_archive(archive: str | os.PathLike, destination: str | os.PathLike,
-                               error: type[Exception] | None = None) -> Path:
+def extract_newsgroups_archive(archive: str | os.PathLike, destination: str | os.PathLike) -> Path:
     """Extract a ``20news-bydate.tar.gz`` into ``destination`` and return the folder, which then
     holds ``20news-bydate-train/`` and ``20news-bydate-test/`` (one file per post).
 
-    Members that would land outside ``destination`` are refused. ``error``: the exception class
-    raised, with a message naming the problem and the fix (default :class:`DataError`).
+    Members that would land outside ``destination`` are refused.
     """
-    error = error or DataError
     archive, destination = Path(archive), Path(destination)
     try:
         with tarfile.open(archive, "r:gz") as opened:
-            opened.extractall(destination, members=_safe_members(opened, destination, error),
+            opened.extractall(destination, members=_safe_members(opened, destination),
                               filter="data")
     except (tarfile.TarError, EOFError, OSError, ValueError) as problem:
-        if isinstance(problem, error):
+        if isinstance(problem, BookError):
             raise
-        raise error(
+        raise BookError(
             f"Cannot read {archive} as a .tar.gz archive ({problem}). It is probably truncated "
             "or not the 20news-bydate archive: download or copy it again."
         ) from None
     for folder in NEWSGROUPS_SUBSETS.values():
         if not (destination / folder).is_dir():
-            raise error(
+            raise BookError(
                 f"Wrong archive: {archive} has no {folder}/ folder. Use the original "
                 "20news-bydate.tar.gz, which holds 20news-bydate-train/ and 20news-bydate-test/."
             )
@@ -125,7 +84,7 @@ def _check_subset(name: str, bunch) -> None:
     documents, categories = len(bunch.data), len(bunch.target_names)
     expected = NEWSGROUPS_EXPECTED_DOCUMENTS[name]
     if documents != expected or categories != NEWSGROUPS_EXPECTED_CATEGORIES:
-        raise DataError(
+        raise BookError(
             f"Wrong archive: its {NEWSGROUPS_SUBSETS[name]}/ folder holds {documents} documents in "
             f"{categories} categories, but the 20news-bydate {name} set has {expected} documents in "
             f"{NEWSGROUPS_EXPECTED_CATEGORIES} categories. Use the original 20news-bydate.tar.gz "
@@ -144,7 +103,7 @@ def import_newsgroups_archive(archive: str | os.PathLike,
     """
     archive = Path(archive).expanduser()
     if not archive.is_file():
-        raise DataError(
+        raise BookError(
             f"No 20 Newsgroups archive at {archive}. Download 20news-bydate.tar.gz (the "
             "original bydate split) or copy it from your instructor, then pass its path; "
             "online, fetch_20newsgroups() downloads it for you."
@@ -191,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             path = import_newsgroups_archive(arguments.archive, arguments.data_home, arguments.overwrite)
         else:
             path = ensure_newsgroups(arguments.archive, arguments.data_home)
-    except DataError as error:
+    except BookError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"20 Newsgroups ready for offline use: {path}")
@@ -211,7 +170,7 @@ def ensure_newsgroups(archive: str | os.PathLike | None = None,
     try:
         fetch_20newsgroups(data_home=data_home, subset="train")
     except OSError as error:
-        raise DataError(
+        raise BookError(
             f"Could not download 20 Newsgroups ({error}). Offline, import an archive: "
             "python -m scaling_ml.data import-newsgroups path/to/20news-bydate.tar.gz"
         ) from None

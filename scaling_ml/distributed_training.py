@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from . import plots
+from . import BookError, plots
 
 NAME = "distributed_training"
 
@@ -31,10 +31,6 @@ SCORE_COLUMNS = ("param_clf__alpha", "param_tfidf__norm", "param_tfidf__use_idf"
                  "mean_test_score", "std_test_score")
 
 
-class DistributedTrainingError(ValueError):
-    """Bad input to this chapter's helpers; the message names the problem and the fix."""
-
-
 def check_categories(categories) -> list[str]:
     """Return ``categories`` as a list after checking every name is a 20 Newsgroups topic.
 
@@ -42,12 +38,12 @@ def check_categories(categories) -> list[str]:
     names the closest topic and lists them all.
     """
     if isinstance(categories, str):
-        raise DistributedTrainingError(
+        raise BookError(
             f"categories must be a list of topic names, got the single string {categories!r}: "
             f"write [{categories!r}]."
         )
     if categories is None or not isinstance(categories, Sequence) or len(categories) == 0:
-        raise DistributedTrainingError(
+        raise BookError(
             f"categories must be a non-empty list of topic names, got {categories!r}; for example "
             "['alt.atheism', 'sci.space']."
         )
@@ -58,13 +54,13 @@ def check_categories(categories) -> list[str]:
         for name in unknown:
             close = difflib.get_close_matches(str(name), ALL_CATEGORIES, n=1)
             hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise DistributedTrainingError(
+        raise BookError(
             f"Unknown 20 Newsgroups categories: {', '.join(hints)}. The 20 topics are: "
             f"{', '.join(ALL_CATEGORIES)}."
         )
     duplicates = sorted({name for name in categories if categories.count(name) > 1})
     if duplicates:
-        raise DistributedTrainingError(f"Categories listed twice: {duplicates}; list each topic once.")
+        raise BookError(f"Categories listed twice: {duplicates}; list each topic once.")
     return categories
 
 
@@ -128,7 +124,7 @@ def plot_scores(cv_results, save: bool = True, figures_dir=None):
         cv_results = pd.DataFrame(cv_results)
     if not isinstance(cv_results, pd.DataFrame) or not set(SCORE_COLUMNS) <= set(cv_results.columns):
         found = list(cv_results.columns) if isinstance(cv_results, pd.DataFrame) else type(cv_results).__name__
-        raise DistributedTrainingError(
+        raise BookError(
             f"plot_scores needs the cv_results_ of a search over the chapter's grid (columns "
             f"{list(SCORE_COLUMNS)}), got {found}: fit the search first and pass search.cv_results_."
         )
@@ -159,14 +155,14 @@ def benchmark_summary(document: Mapping) -> pd.DataFrame:
     """The benchmark's summary (median seconds and speed-up over n_jobs=1 per set-up) as a table."""
     needed = {"summary", "workload", "machine"}
     if not isinstance(document, Mapping) or not needed <= set(document):
-        raise DistributedTrainingError(
+        raise BookError(
             f"Expected the result document of benchmarks/{NAME}.py (keys {sorted(needed)}); "
             f"read it with measure.load_results({NAME!r}), or run the benchmark first."
         )
     table = pd.DataFrame(document["summary"]).set_index("mode")
     missing = {"n_jobs=1", "n_jobs=-1", "dask", "dask + scatter"} - set(table.index)
     if missing:
-        raise DistributedTrainingError(
+        raise BookError(
             f"The benchmark's summary lacks the set-ups {sorted(missing)}: run the benchmark again.")
     return table
 

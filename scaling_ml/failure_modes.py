@@ -8,7 +8,7 @@ failure_modes.json`` back as tables, with clear errors, and drawing the chunk-ov
 
 from __future__ import annotations
 
-from scaling_ml import measure, plots
+from scaling_ml import BookError, measure, plots
 
 BENCHMARK_NAME = "failure_modes"
 # The columns each case's runs must have, for the tables and the figure.
@@ -17,10 +17,6 @@ CASE_COLUMNS = {
     "7": ("rows_per_chunk", "tasks", "seconds", "repeats"),
     "8": ("method", "variant", "accuracy"),
 }
-
-
-class FailureModesError(ValueError):
-    """A helper of this chapter was given something it cannot use; the message says the fix."""
 
 
 def load_results(results_dir=None) -> dict:
@@ -33,18 +29,18 @@ def runs_table(document: dict, case: str):
     import pandas as pd
 
     if case not in CASE_COLUMNS:
-        raise FailureModesError(f"Unknown case {case!r}: the benchmark measures cases {sorted(CASE_COLUMNS)}.")
+        raise BookError(f"Unknown case {case!r}: the benchmark measures cases {sorted(CASE_COLUMNS)}.")
     runs = [run for run in document.get("runs", []) if run.get("case") == case]
     if not runs:
-        raise FailureModesError(
-            f"No runs for case {case!r} in the results: run `python benchmarks/failure_modes.py` "
+        raise BookError(
+            f"No runs for case {case!r} in the results: run `python -m benchmarks.failure_modes` "
             "(or `make bench`) to measure it.")
     # Per run: a DataFrame of runs with and without a field would fill the gaps with NaN.
     missing = [column for column in CASE_COLUMNS[case] if any(column not in run for run in runs)]
     if missing:
-        raise FailureModesError(
+        raise BookError(
             f"The runs of case {case!r} lack {missing}: the results file is from an older "
-            "benchmark; run `python benchmarks/failure_modes.py` again.")
+            "benchmark; run `python -m benchmarks.failure_modes` again.")
     return pd.DataFrame(runs).drop(columns=["case"])
 
 
@@ -56,7 +52,7 @@ def plot_chunk_overhead(runs, ax=None):
     if ax is None:
         figure, ax = plots.new_figure()
     if len(runs) < 2:
-        raise FailureModesError("plot_chunk_overhead needs the runs of at least two chunk sizes.")
+        raise BookError("plot_chunk_overhead needs the runs of at least two chunk sizes.")
     runs = runs.sort_values("rows_per_chunk")
     for rows, repeats in zip(runs["rows_per_chunk"], runs["repeats"]):
         ax.scatter([rows] * len(repeats), repeats, s=12, color=plots.COLOURS[0], alpha=0.35,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import plots
+from . import BookError, plots
 
 SUBSETS = ("train", "test")
 DEFAULT_FOLDER_NAME = "scaling_ml_20news_posts"
@@ -35,10 +35,6 @@ STALE_PARTIAL_SECONDS = 3600
 # The original archive's encoding; scikit-learn decodes the posts with it, so writing them back
 # with it reproduces the original files byte for byte.
 POSTS_ENCODING = "latin-1"
-
-
-class IncrementalTrainingError(ValueError):
-    """Input that this chapter's helpers cannot use; the message says how to fix it."""
 
 
 def _process_is_alive(pid: int) -> bool:
@@ -101,7 +97,7 @@ def _fetch(subset: str, data_home, download_if_missing: bool):
         return fetch_20newsgroups(subset=subset, data_home=data_home, shuffle=False,
                                   download_if_missing=download_if_missing)
     except OSError as error:
-        raise IncrementalTrainingError(
+        raise BookError(
             f"20 Newsgroups is not available ({error}). Online, run `make data` (it downloads it "
             "once); offline, fill scikit-learn's cache from a copy of the archive: "
             "python -m scaling_ml.data import-newsgroups path/to/20news-bydate.tar.gz"
@@ -115,7 +111,7 @@ def _write_subset(posts, destination: Path) -> int:
     for text, label, original in zip(posts.data, posts.target, posts.filenames):
         path = destination / posts.target_names[label] / Path(original).name
         if path.exists():
-            raise IncrementalTrainingError(
+            raise BookError(
                 f"Two posts would both be written to {path.relative_to(destination.parent)}: "
                 "scikit-learn's 20 Newsgroups cache looks damaged. Delete it "
                 "(sklearn.datasets.get_data_home()) and run `make data` again."
@@ -149,7 +145,7 @@ def write_newsgroups_files(folder: str | os.PathLike | None = None,
     if (folder / COMPLETE_MARKER).is_file():
         return folder
     if folder.exists():
-        raise IncrementalTrainingError(
+        raise BookError(
             f"{folder} exists but is not a complete copy of the posts written by "
             "write_newsgroups_files(), so it is left as it is. Pass another folder, or delete "
             "this one if it holds nothing you need."

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -28,15 +29,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scaling_ml import PROJECT_ROOT
+from scaling_ml import BookError, notebook_paths
 
-NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
 # `dask ...` and `dask-gateway-server` run from this environment: a kernel's PATH may lack its bin folder.
 ENVIRONMENT_BIN = Path(sys.executable).parent
-
-
-class LaptopToClusterError(RuntimeError):
-    """A process of this chapter could not be started, reached or stopped; the message says why."""
 
 
 def _live_pids_in_group(pgid: int) -> list[int]:
@@ -84,7 +80,7 @@ class BackgroundCommand:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=5)
         if self.is_running():
-            raise LaptopToClusterError(f"`{' '.join(self.command[:2])}` (process group {self.pid}) still runs "
+            raise BookError(f"`{' '.join(self.command[:2])}` (process group {self.pid}) still runs "
                                        "after SIGKILL.")
         with contextlib.suppress(ValueError):
             _STARTED.remove(self)
@@ -106,7 +102,7 @@ def _resolve(program: str) -> str:
         return str(beside_python)
     found = shutil.which(program)
     if found is None:
-        raise LaptopToClusterError(
+        raise BookError(
             f"The command `{program}` is not installed in this environment ({ENVIRONMENT_BIN}) nor "
             "on PATH: install the book's packages (pip install -r requirements.txt).")
     return found
@@ -120,7 +116,7 @@ def start_command(command: list[str], log_file: str | os.PathLike, cwd: str | os
     bin folder. ``env``: extra environment variables.
     """
     if isinstance(command, str) or not command or not all(isinstance(part, str) for part in command):
-        raise LaptopToClusterError("Give the command as a list of strings, for example "
+        raise BookError("Give the command as a list of strings, for example "
                                    f"['dask', 'scheduler', '--port', '0'], not {command!r}.")
     log_file = Path(log_file)
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -145,12 +141,12 @@ def wait_for_file(path: str | os.PathLike, started: BackgroundCommand, timeout: 
         if path.is_file() and path.stat().st_size:
             return path
         if started.process.poll() is not None:
-            raise LaptopToClusterError(
+            raise BookError(
                 f"`{' '.join(started.command[:2])}` exited with code {started.process.returncode} "
                 f"before writing {path.name}. Its log ({started.log_file}) ends with:\n"
                 + "\n".join(started.log().splitlines()[-10:]))
         time.sleep(0.1)
-    raise LaptopToClusterError(f"{path} did not appear within {timeout} s; see {started.log_file}.")
+    raise BookError(f"{path} did not appear within {timeout} s; see {started.log_file}.")
 
 
 def log_lines(log_file: str | os.PathLike, *words: str) -> list[str]:
@@ -213,7 +209,7 @@ class LocalGateway:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         if left:
-            raise LaptopToClusterError(f"The gateway left cluster processes {left} running; they were killed. "
+            raise BookError(f"The gateway left cluster processes {left} running; they were killed. "
                                        f"See {self.server.log_file}.")
 
 
@@ -239,7 +235,7 @@ def start_local_gateway(directory: str | os.PathLike, timeout: float = 60) -> Lo
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise LaptopToClusterError(
+            raise BookError(
                 f"dask-gateway-server exited with code {server.process.returncode}; its log "
                 f"({server.log_file}) ends with:\n" + "\n".join(server.log().splitlines()[-10:]))
         with contextlib.suppress(OSError):
@@ -248,7 +244,7 @@ def start_local_gateway(directory: str | os.PathLike, timeout: float = 60) -> Lo
                     return LocalGateway(address, password, server, clusters)
         time.sleep(0.2)
     server.stop()
-    raise LaptopToClusterError(f"dask-gateway-server did not answer within {timeout} s; see {server.log_file}.")
+    raise BookError(f"dask-gateway-server did not answer within {timeout} s; see {server.log_file}.")
 
 
 # ---------------------------------------------------------------- the Scale up table
@@ -256,9 +252,9 @@ def start_local_gateway(directory: str | os.PathLike, timeout: float = 60) -> Lo
 SCALE_UP = re.compile(r"#\s*Scale up:\s*(.*)")
 
 
-def chapter_notebooks(directory: str | os.PathLike = PROJECT_ROOT / "notebooks") -> list[Path]:
-    """Every chapter notebook (``NN_name.ipynb``), in order."""
-    return sorted(Path(directory).glob(NOTEBOOK_PATTERN))
+def chapter_notebooks() -> list[Path]:
+    """Every chapter notebook (``NN_name.ipynb``; the appendices left out), in the book's order."""
+    return [path for path in notebook_paths() if path.stem[:2].isdigit()]
 
 
 def scale_up_knobs(notebooks=None) -> list[dict]:
@@ -267,12 +263,11 @@ def scale_up_knobs(notebooks=None) -> list[dict]:
     A comment may continue on the following ``#`` lines; the knob is the code before an inline
     comment, or else the first code line after the comment.
     """
-    import nbformat
-
     rows = []
     for path in chapter_notebooks() if notebooks is None else notebooks:
-        cells = nbformat.read(path, as_version=4).cells
-        for lines in (cell.source.splitlines() for cell in cells if cell.cell_type == "code"):
+        cells = json.loads(Path(path).read_text())["cells"]
+        for lines in ("".join(cell["source"]).splitlines() for cell in cells
+                      if cell["cell_type"] == "code"):
             for index, match in ((i, SCALE_UP.search(line)) for i, line in enumerate(lines)):
                 if not match:
                     continue

@@ -1,4 +1,4 @@
-"""Measuring: timing repeats, cluster memory over time, machine and versions, result files.
+"""Measuring: timing repeats, claims with their spreads, machine and versions, result files.
 
 Every benchmark writes ``benchmarks/results/<name>.json`` through :func:`write_results`; notebooks
 and the status page read it back with :func:`load_results`. A claim's ``holds`` is always computed
@@ -20,7 +20,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from scaling_ml import PROJECT_ROOT, BookError
+
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
 
 # The packages whose versions every result file records.
@@ -33,10 +34,6 @@ GOAL_OPERATORS: dict[str, Callable[[float, float], bool]] = {
 
 # What a comparison inside its own spread is called: never a ranking.
 NO_DIFFERENCE = "no difference measured here"
-
-
-class MeasureError(ValueError):
-    """A measurement or a result file is not usable; the message says why."""
 
 
 def machine_info() -> dict:
@@ -66,7 +63,7 @@ def versions(packages=RECORDED_PACKAGES) -> dict:
 def time_repeats(function: Callable[[], Any], repeats: int = 3) -> list[float]:
     """Wall-clock seconds of ``repeats`` calls of ``function``."""
     if repeats < 1:
-        raise MeasureError(f"repeats must be >= 1, got {repeats}.")
+        raise BookError(f"repeats must be >= 1, got {repeats}.")
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -90,34 +87,6 @@ def timer():
         end = time.perf_counter()
 
 
-@contextlib.contextmanager
-def sample_cluster_memory(client, label: str = "run", interval: float = 0.1):
-    """Sample the cluster's total process memory while the block runs (distributed's MemorySampler).
-
-    ``with sample_cluster_memory(client) as sampler: ...`` then ``memory_frame(sampler)``.
-    """
-    from distributed.diagnostics import MemorySampler
-
-    sampler = MemorySampler()
-    with sampler.sample(label, client=client, measure="process", interval=interval):
-        yield sampler
-
-
-def memory_frame(sampler):
-    """A DataFrame of cluster memory in GiB against seconds since the start, one column per label."""
-    frame = sampler.to_pandas(align=True) / 2**30
-    frame.index = frame.index.total_seconds()
-    frame.index.name = "seconds"
-    return frame
-
-
-def peak_memory_gib(sampler, label: str | None = None) -> float:
-    """The largest cluster memory sample (GiB), for one label or over all of them."""
-    frame = memory_frame(sampler)
-    values = frame[label] if label is not None else frame.max(axis=1)
-    return float(values.max())
-
-
 @dataclass
 class Claim:
     """A measured claim: ``measured goal_op goal`` must hold, and so must every value in ``spread``.
@@ -138,12 +107,12 @@ class Claim:
 
     def __post_init__(self):
         if self.goal_op not in GOAL_OPERATORS:
-            raise MeasureError(f"goal_op must be one of {sorted(GOAL_OPERATORS)}, got {self.goal_op!r}.")
+            raise BookError(f"goal_op must be one of {sorted(GOAL_OPERATORS)}, got {self.goal_op!r}.")
         self.measured = float(self.measured)
         if self.spread is not None:
             low, high = (float(value) for value in self.spread)
             if not low <= self.measured <= high:
-                raise MeasureError(f"claim {self.name!r}: measured {self.measured:g} lies outside its "
+                raise BookError(f"claim {self.name!r}: measured {self.measured:g} lies outside its "
                                    f"spread [{low:g}, {high:g}].")
             self.spread = [low, high]
         self.holds = claim_holds(self.measured, self.goal_op, self.goal, self.spread)
@@ -160,7 +129,7 @@ def ratio_spread(numerators, denominators) -> list[float]:
     ``[min(a) / max(b), max(a) / min(b)]``. It excludes 1 only when the two ranges do not overlap."""
     numerators, denominators = list(numerators), list(denominators)
     if not numerators or not denominators or min(denominators) <= 0:
-        raise MeasureError("ratio_spread needs repeats of both settings, all of them above zero.")
+        raise BookError("ratio_spread needs repeats of both settings, all of them above zero.")
     return [min(numerators) / max(denominators), max(numerators) / min(denominators)]
 
 
@@ -178,7 +147,7 @@ def accuracy_difference(correct_a, correct_b, resamples: int = 1000, seed: int =
 
     a, b = np.asarray(correct_a, dtype=bool).ravel(), np.asarray(correct_b, dtype=bool).ravel()
     if a.shape != b.shape or a.size == 0:
-        raise MeasureError(f"accuracy_difference needs one boolean per test row for both models, "
+        raise BookError(f"accuracy_difference needs one boolean per test row for both models, "
                            f"the same rows; got {a.size} and {b.size} values.")
     n_rows = a.size
     counts = np.array([np.sum(a & ~b), np.sum(~a & b), np.sum(a == b)])
@@ -258,28 +227,15 @@ def load_results(name: str, results_dir: str | os.PathLike | None = None) -> dic
     """Read a benchmark's result file; a clear error says how to make it when it is missing."""
     path = results_path(name, results_dir)
     if not path.is_file():
-        raise MeasureError(
-            f"No results at {path}: run `make bench` (or `python benchmarks/{name}.py`) first."
+        raise BookError(
+            f"No results at {path}: run `make bench` (or `python -m benchmarks.{name}`) first."
         )
     document = json.loads(path.read_text())
     for claim in document.get("claims", []):
         expected = claim_holds(claim["measured"], claim["goal_op"], claim["goal"], claim.get("spread"))
         if claim.get("holds") != expected:
-            raise MeasureError(f"{path}: claim {claim['name']!r} has a 'holds' that its numbers contradict.")
+            raise BookError(f"{path}: claim {claim['name']!r} has a 'holds' that its numbers contradict.")
     return document
-
-
-def claims_table(document: dict):
-    """The claims of a result document as a DataFrame (name, measured, goal, holds)."""
-    import pandas as pd
-
-    frame = pd.DataFrame(document["claims"])
-    frame["goal"] = frame["goal_op"] + " " + frame["goal"].map(lambda goal: f"{goal:g}")
-    if "spread" not in frame:
-        frame["spread"] = None
-    frame["spread"] = frame["spread"].map(
-        lambda spread: f"{spread[0]:.4g} to {spread[1]:.4g}" if isinstance(spread, list) else "")
-    return frame[["name", "measured", "spread", "unit", "goal", "holds"]]
 
 
 def median(values) -> float:

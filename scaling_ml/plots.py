@@ -1,7 +1,10 @@
-"""The book's figure style and the figure kinds shared by several chapters.
+"""The book's figure style and the figure kinds several chapters share.
 
-Chapter-specific figures live in the chapter's module but use :func:`new_figure` and
-:func:`save_figure` from here so that every figure in the book looks the same.
+One convention for every figure: a function (here for a kind several chapters share, in the
+chapter's module otherwise) draws it on :func:`new_figure` and returns it, and the notebook shows it
+inline. Only benchmarks write figure files: each saves the figures of its results with
+:func:`save_figure` as ``figs/<benchmark>_<what>.png``, one writer per file. Running a notebook
+changes no file of the repository (the root conftest.py fails a run that does).
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from pathlib import Path
 import matplotlib
 import matplotlib.pyplot as plt
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from scaling_ml import PROJECT_ROOT
+
 FIGURES_DIR = PROJECT_ROOT / "figs"
 
 BOOK_STYLE = {
@@ -44,7 +48,8 @@ def new_figure(ncols: int = 1, nrows: int = 1, width: float | None = None, heigh
 
 
 def save_figure(figure, name: str, figures_dir: str | Path | None = None) -> Path:
-    """Save ``figure`` as ``figs/<name>.png`` (no timestamp in the metadata, so reruns are stable)."""
+    """Save a benchmark's ``figure`` as ``figs/<name>.png`` (no timestamp in the metadata, so reruns
+    are stable)."""
     path = Path(figures_dir or FIGURES_DIR) / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, metadata={"Software": None})

@@ -22,9 +22,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=.venv-latest
 REPORT_DIR=_build/test-latest
-NOTEBOOKS=${NOTEBOOKS:-$(ls notebooks/[0-9][0-9]_*.ipynb notebooks/appendix_*.ipynb 2>/dev/null || true)}
 TESTS=${TESTS-tests}
-NBVAL_OPTIONS="--nbval --nbval-cell-timeout=900 -p no:cacheprovider"
 mkdir -p "$REPORT_DIR"
 
 # The requirement files without their versions (and without `-r` includes): the newest release
@@ -37,6 +35,9 @@ test -x "$VENV/bin/python" || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade -r "$REPORT_DIR/requirements-latest.txt"
 "$VENV/bin/python" -m pip install --quiet --no-deps -e .
 cat tests/nbval_sanitize.cfg tests/nbval_sanitize_latest.cfg > "$REPORT_DIR/nbval_sanitize.cfg"
+CELL_TIMEOUT=$("$VENV/bin/python" -c 'import tools; print(tools.CELL_TIMEOUT)')
+NBVAL_OPTIONS="--nbval --nbval-cell-timeout=$CELL_TIMEOUT -p no:cacheprovider"
+NOTEBOOKS=${NOTEBOOKS:-$("$VENV/bin/python" -c 'import scaling_ml; print(*(path.relative_to(scaling_ml.PROJECT_ROOT) for path in scaling_ml.notebook_paths()))')}
 
 set +e  # failing tests are what the report is for
 # shellcheck disable=SC2086 # NOTEBOOKS and NBVAL_OPTIONS are lists of words
@@ -55,6 +56,6 @@ else
 fi
 set -e
 # shellcheck disable=SC2086
-"$VENV/bin/python" tests/latest_report.py "$REPORT_DIR" $NOTEBOOKS
+"$VENV/bin/python" -m tools.latest_report "$REPORT_DIR" $NOTEBOOKS
 echo "report: $REPORT_DIR/report.md (logs: $REPORT_DIR/pytest.log, $REPORT_DIR/pytest-pinned.log)"
 exit $status

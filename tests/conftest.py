@@ -1,3 +1,6 @@
+"""Fixtures and hooks of tests/: the 20 Newsgroups archive, the offline install, the environment
+restored after each test. (The repository's own conftest.py guards every run of the notebooks.)"""
+
 import os
 import shutil
 import signal
@@ -9,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from scaling_ml import PROJECT_ROOT as ROOT
 
 
 @pytest.fixture(scope="session")
@@ -21,15 +24,11 @@ def newsgroups_archive() -> Path:
     return archive
 
 
-def pytest_terminal_summary(terminalreporter):
-    """Per notebook, how many code cells nbval checks (tests/test_notebooks.py collects them)."""
-    from tests import test_notebooks
-
-    lines = test_notebooks.pytest_terminal_summary_lines()
-    if lines:
-        terminalreporter.section("nbval coverage")
-        for line in lines:
-            terminalreporter.write_line(line)
+def pytest_collection_modifyitems(items):
+    """A Scale-up run is a cluster test: it runs in make test-cluster, not in make check."""
+    for item in items:
+        if item.get_closest_marker("scale_up"):
+            item.add_marker(pytest.mark.cluster)
 
 
 class _OfflineInstall(threading.Thread):
@@ -42,7 +41,7 @@ class _OfflineInstall(threading.Thread):
         self.base = Path(tempfile.mkdtemp(prefix="offline-install-"))
         self.wheelhouse, self.venv = self.base / "wheelhouse", self.base / "venv"
         self.commands = [
-            [sys.executable, "-m", "scaling_ml.wheelhouse", "build", str(self.wheelhouse), "--host-only"],
+            [sys.executable, "-m", "tools.wheelhouse", "build", str(self.wheelhouse), "--host-only"],
             ["make", "--no-print-directory", "env", f"WHEELHOUSE={self.wheelhouse}", f"VENV={self.venv}",
              f"PYTHON={sys.executable}"],
         ]

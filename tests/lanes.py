@@ -30,9 +30,9 @@ from pathlib import Path
 
 from scaling_ml import PROJECT_ROOT
 from scaling_ml.laptop_to_cluster import BackgroundCommand, start_command
+from tools import CELL_TIMEOUT
 
 SANITIZE_FILE = Path("tests") / "nbval_sanitize.cfg"
-CELL_TIMEOUT = 900
 REPORT_DIR = PROJECT_ROOT / "_build" / "laptop_to_cluster"
 NAME_PREFIX = "ch5"  # every namespace, bridge and veth of the lab starts with this
 SITE_PACKAGES = f"lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
@@ -395,15 +395,26 @@ def chapter_code_cell(contains: str, notebook: Path = CHAPTER_5) -> str:
     return "".join(cells[0]["source"])
 
 
-def chapter_python_block(contains: str, notebook: Path = CHAPTER_5) -> str:
-    """The ```python block of ``notebook``'s markdown that contains ``contains`` (code the chapter
-    shows but cannot run on a machine without a batch system; the lanes run it)."""
-    for cell in json.loads(notebook.read_text())["cells"]:
-        if cell["cell_type"] == "markdown":
-            for block in re.findall(r"```python\n(.*?)```", "".join(cell["source"]), re.S):
-                if contains in block:
-                    return block
-    raise LaneError(f"{notebook.name} has no ```python block containing {contains!r}.")
+def chapter_python_block(contains: str, notebook: Path = CHAPTER_5, language: str = "python") -> str:
+    """The ```python (or other ``language``) block of ``notebook``'s markdown that contains
+    ``contains``: code the chapter shows but cannot run on a machine without a batch system; the
+    lanes run it."""
+    blocks = [block for cell in json.loads(notebook.read_text())["cells"] if cell["cell_type"] == "markdown"
+              for block in re.findall(rf"```{language}\n(.*?)```", "".join(cell["source"]), re.S)
+              if contains in block]
+    if len(blocks) != 1:
+        raise LaneError(f"{notebook.name} has {len(blocks)} ```{language} blocks containing {contains!r}, not 1.")
+    return blocks[0]
+
+
+def with_replacements(code: str, replacements: dict[str, str]) -> str:
+    """``code`` with each key replaced by its value; each key must occur exactly once, so that a
+    lane's visible overrides of a chapter's cell fail loudly when the cell changes."""
+    for old, new in replacements.items():
+        if code.count(old) != 1:
+            raise LaneError(f"{old!r} occurs {code.count(old)} times in the chapter's code, not once.")
+        code = code.replace(old, new)
+    return code
 
 
 # ---------------------------------------------------------------- chapter 1's grid search

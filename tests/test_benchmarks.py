@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmarks import _notebook_cells as notebook_cells
+from scaling_ml import BookError
+from scaling_ml import PROJECT_ROOT as ROOT
 
-import _notebook_cells as notebook_cells  # noqa: E402
 
 REUSE = re.compile(r"run_reused_cells\(\s*[\"']([^\"']+\.ipynb)[\"']")
 REUSED = sorted({(script.name, match) for script in (ROOT / "benchmarks").glob("*.py")
@@ -30,7 +28,7 @@ def test_the_cells_a_benchmark_reuses_exist_and_run(script, notebook):
 def test_a_notebook_without_reused_cells_is_a_clear_error(tmp_path):
     path = tmp_path / "x.ipynb"
     path.write_text('{"cells": [{"cell_type": "code", "metadata": {}, "source": ["a = 1"]}]}')
-    with pytest.raises(notebook_cells.NotebookCellsError, match="no code cell tagged"):
+    with pytest.raises(BookError, match="no code cell tagged"):
         notebook_cells.run_reused_cells(path)
 
 

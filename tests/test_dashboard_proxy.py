@@ -28,8 +28,9 @@ import psutil
 import pytest
 
 from scaling_ml import cluster
+from scaling_ml import PROJECT_ROOT as ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.cluster  # make test-cluster
 BIN = Path(sys.executable).parent
 START = ROOT / "binder" / "start"
 WORKSPACE = ROOT / "binder" / "jupyterlab-workspace.json"

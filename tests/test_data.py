@@ -7,10 +7,10 @@ import sys
 import tarfile
 import time
 
-import numpy as np
 import pytest
 from sklearn.datasets import fetch_20newsgroups
 
+from scaling_ml import BookError
 from scaling_ml import data
 
 
@@ -21,6 +21,7 @@ def imported_data_home(newsgroups_archive, tmp_path_factory):
     return data_home
 
 
+@pytest.mark.cluster
 def test_fetch_works_offline_after_the_import(imported_data_home):
     train = fetch_20newsgroups(data_home=imported_data_home, subset="train", download_if_missing=False)
     test = fetch_20newsgroups(data_home=imported_data_home, subset="test", download_if_missing=False)
@@ -31,13 +32,15 @@ def test_fetch_works_offline_after_the_import(imported_data_home):
     assert len(space.data) == 593 and space.target_names == ["sci.space"]
 
 
+@pytest.mark.cluster
 def test_scikit_learn_data_environment_variable_is_honoured(newsgroups_archive, imported_data_home,
                                                            monkeypatch):
     monkeypatch.setenv("SCIKIT_LEARN_DATA", str(imported_data_home))
     assert data.newsgroups_cache_path() == imported_data_home / "20news-bydate_py3.pkz"
-    assert data.newsgroups_available_offline()
+    assert data.newsgroups_cache_path().is_file()
 
 
+@pytest.mark.cluster
 def test_an_existing_cache_is_kept(newsgroups_archive, imported_data_home):
     cache = data.newsgroups_cache_path(imported_data_home)
     before = cache.stat().st_mtime_ns
@@ -46,17 +49,17 @@ def test_an_existing_cache_is_kept(newsgroups_archive, imported_data_home):
 
 
 def test_missing_archive_names_the_fix(tmp_path):
-    with pytest.raises(data.DataError, match="No 20 Newsgroups archive at .*pass its path"):
+    with pytest.raises(BookError, match="No 20 Newsgroups archive at .*pass its path"):
         data.import_newsgroups_archive(tmp_path / "nowhere.tar.gz", tmp_path)
-    assert not data.newsgroups_available_offline(tmp_path)
+    assert not data.newsgroups_cache_path(tmp_path).is_file()
 
 
 def test_truncated_archive_names_the_fix(newsgroups_archive, tmp_path):
     truncated = tmp_path / "20news-bydate.tar.gz"
     truncated.write_bytes(newsgroups_archive.read_bytes()[: newsgroups_archive.stat().st_size // 2])
-    with pytest.raises(data.DataError, match="truncated"):
+    with pytest.raises(BookError, match="truncated"):
         data.import_newsgroups_archive(truncated, tmp_path / "home")
-    assert not data.newsgroups_available_offline(tmp_path / "home")
+    assert not data.newsgroups_cache_path(tmp_path / "home").is_file()
 
 
 def _write_archive(path, files: dict[str, str]):
@@ -71,7 +74,7 @@ def _write_archive(path, files: dict[str, str]):
 def test_wrong_archive_without_the_folders(tmp_path):
     wrong = tmp_path / "other.tar.gz"
     _write_archive(wrong, {"README.txt": "not the newsgroups"})
-    with pytest.raises(data.DataError, match="no 20news-bydate-train/ folder"):
+    with pytest.raises(BookError, match="no 20news-bydate-train/ folder"):
         data.import_newsgroups_archive(wrong, tmp_path / "home")
 
 
@@ -79,18 +82,19 @@ def test_wrong_archive_with_too_few_documents(tmp_path):
     wrong = tmp_path / "small.tar.gz"
     _write_archive(wrong, {f"{folder}/sci.space/{number}": "text" for number in range(3)
                            for folder in ("20news-bydate-train", "20news-bydate-test")})
-    with pytest.raises(data.DataError, match="holds 3 documents in 1 categories.*11314 documents"):
+    with pytest.raises(BookError, match="holds 3 documents in 1 categories.*11314 documents"):
         data.import_newsgroups_archive(wrong, tmp_path / "home")
-    assert not data.newsgroups_available_offline(tmp_path / "home")
+    assert not data.newsgroups_cache_path(tmp_path / "home").is_file()
 
 
 def test_not_a_gzip_file(tmp_path):
     wrong = tmp_path / "20news-bydate.tar.gz"
     wrong.write_text("<html>a login page, not an archive</html>")
-    with pytest.raises(data.DataError, match="Cannot read .* as a .tar.gz archive"):
+    with pytest.raises(BookError, match="Cannot read .* as a .tar.gz archive"):
         data.import_newsgroups_archive(wrong, tmp_path / "home")
 
 
+@pytest.mark.cluster
 def test_an_interrupted_import_leaves_no_cache(newsgroups_archive, tmp_path):
     """Kill the importer mid-way: the cache must be absent (not half written)."""
     data_home = tmp_path / "home"
@@ -100,10 +104,10 @@ def test_an_interrupted_import_leaves_no_cache(newsgroups_archive, tmp_path):
     assert importer.poll() is None, "the import finished before it could be interrupted"
     importer.send_signal(signal.SIGKILL)
     importer.wait()
-    assert not data.newsgroups_available_offline(data_home)
+    assert not data.newsgroups_cache_path(data_home).is_file()
     # the next import clears the scratch left behind and completes
     data.import_newsgroups_archive(newsgroups_archive, data_home)
-    assert data.newsgroups_available_offline(data_home)
+    assert data.newsgroups_cache_path(data_home).is_file()
     assert [path.name for path in data_home.iterdir()] == ["20news-bydate_py3.pkz"]
 
 
@@ -119,27 +123,6 @@ def test_command_line_reports_errors_without_a_traceback(tmp_path):
 def test_archive_members_outside_the_destination_are_refused(tmp_path):
     evil = tmp_path / "evil.tar.gz"
     _write_archive(evil, {"../escaped.txt": "x"})
-    with pytest.raises(data.DataError, match="outside the archive"):
+    with pytest.raises(BookError, match="outside the archive"):
         data.import_newsgroups_archive(evil, tmp_path / "home")
     assert not (tmp_path / "escaped.txt").exists()
-
-
-class _ChapterError(ValueError):
-    pass
-
-
-def test_check_row_blocks_names_each_problem_with_the_callers_error():
-    import dask.array as da
-
-    X = da.zeros((100, 3), chunks=(25, 3))
-    y = da.zeros(100, chunks=25)
-    data.check_row_blocks(X, y, _ChapterError)  # aligned: no error
-    cases = [
-        ((X, np.zeros(100)), "must be dask arrays"),
-        ((X, da.zeros((100, 1), chunks=25)), "y 1-D"),
-        ((X.rechunk((25, 1)), y), "along the columns"),
-        ((X, y.rechunk(50)), "do not line up"),
-    ]
-    for (bad_X, bad_y), message in cases:
-        with pytest.raises(_ChapterError, match=message):
-            data.check_row_blocks(bad_X, bad_y, _ChapterError)

@@ -1,9 +1,8 @@
 """Tests of chapter 1: its helper module, its benchmark's arithmetic, and the scatter pattern it
-teaches, run again and again in one session on the full documents (tests/scatter_session.py)."""
+teaches, run again and again in one session on the full documents (tools/scatter_session.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -16,24 +15,13 @@ import pandas as pd
 import pytest
 from sklearn.datasets import fetch_20newsgroups
 
+from benchmarks import distributed_training as benchmark
+from scaling_ml import BookError
 from scaling_ml import cluster, measure
 from scaling_ml import distributed_training as chapter
-from scaling_ml.distributed_training import DistributedTrainingError
+from scaling_ml import PROJECT_ROOT as ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "01_distributed_training.ipynb"
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-
-def load_benchmark_script():
-    spec = importlib.util.spec_from_file_location("benchmark_distributed_training",
-                                                  ROOT / "benchmarks" / "distributed_training.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-benchmark = load_benchmark_script()
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +43,7 @@ def test_all_categories_match_scikit_learn():
 
 
 def test_unknown_category_is_named_with_a_suggestion():
-    with pytest.raises(DistributedTrainingError, match=r"'sci\.spaces'.*did you mean 'sci\.space'"):
+    with pytest.raises(BookError, match=r"'sci\.spaces'.*did you mean 'sci\.space'"):
         chapter.check_categories(["alt.atheism", "sci.spaces"])
 
 
@@ -64,9 +52,8 @@ def test_unknown_category_is_named_with_a_suggestion():
     (["sci.space", "sci.space"], "listed twice"),
 ])
 def test_bad_category_lists(bad, message):
-    with pytest.raises(DistributedTrainingError, match=message):
+    with pytest.raises(BookError, match=message):
         chapter.check_categories(bad)
-    assert issubclass(DistributedTrainingError, ValueError)
 
 
 # --- the notebook's search, as the benchmark reuses it ------------------------------------------
@@ -94,10 +81,10 @@ def test_figures(tmp_path, fitted_search):
 
 
 def test_plot_scores_needs_a_fitted_search_of_the_chapters_grid(fitted_search):
-    with pytest.raises(DistributedTrainingError, match="fit the search first"):
+    with pytest.raises(BookError, match="fit the search first"):
         chapter.plot_scores(benchmark.chapter_search())
     other_grid = pd.DataFrame(fitted_search.cv_results_).drop(columns="param_tfidf__norm")
-    with pytest.raises(DistributedTrainingError, match="param_tfidf__norm"):
+    with pytest.raises(BookError, match="param_tfidf__norm"):
         chapter.plot_scores(other_grid, save=False)
 
 
@@ -142,18 +129,18 @@ def test_the_committed_results_agree_with_their_runs():
 
 
 def test_benchmark_summary_rejects_other_documents():
-    with pytest.raises(DistributedTrainingError, match="load_results"):
+    with pytest.raises(BookError, match="load_results"):
         chapter.benchmark_summary({"claims": []})
     document = known_document()
     document["summary"] = [row for row in document["summary"] if row["mode"] != "dask"]
-    with pytest.raises(DistributedTrainingError, match="lacks the set-ups"):
+    with pytest.raises(BookError, match="lacks the set-ups"):
         chapter.describe_benchmark(document)
 
 
 def test_summarise_needs_runs_and_a_baseline():
-    with pytest.raises(benchmark.BenchmarkError, match="No runs"):
+    with pytest.raises(BookError, match="No runs"):
         benchmark.summarise([])
-    with pytest.raises(benchmark.BenchmarkError, match="n_jobs=1"):
+    with pytest.raises(BookError, match="n_jobs=1"):
         benchmark.summarise([{"mode": "dask", "repeat": 0, "seconds": 1.0}])
 
 
@@ -190,14 +177,15 @@ def test_reclaim_recomputes_the_claims_from_the_stored_runs_and_keeps_their_prov
 
 def test_benchmark_claims_need_every_mode():
     runs = [{"mode": mode, "repeat": 0, "seconds": 1.0} for mode in ("n_jobs=1", "dask")]
-    with pytest.raises(benchmark.BenchmarkError, match="need all four modes"):
+    with pytest.raises(BookError, match="need all four modes"):
         benchmark.benchmark_claims(benchmark.summarise(runs))
-    with pytest.raises(benchmark.BenchmarkError, match="Unknown mode"):
+    with pytest.raises(BookError, match="Unknown mode"):
         benchmark.fit_in_mode(benchmark.chapter_search(), [], [], "threads")
-    with pytest.raises(benchmark.BenchmarkError, match="repeats"):
+    with pytest.raises(BookError, match="repeats"):
         benchmark.time_modes([], [], repeats=0)
 
 
+@pytest.mark.cluster
 def test_every_mode_gives_the_same_scores_on_a_real_cluster(small_data, fitted_search):
     client = cluster.get_client(n_workers=2, local=True)
     try:
@@ -228,8 +216,9 @@ def run_own_process(command: list[str], timeout: float) -> subprocess.CompletedP
     return subprocess.CompletedProcess(command, process.returncode, output)
 
 
+@pytest.mark.cluster
 def test_the_quick_benchmark_runs_and_writes_its_results():
-    result = run_own_process([sys.executable, "benchmarks/distributed_training.py", "--quick"], 900)
+    result = run_own_process([sys.executable, "-m", "benchmarks.distributed_training", "--quick"], 900)
     assert result.returncode == 0, result.stdout[-3000:]
     written = Path(result.stdout.strip().splitlines()[-1].split("wrote ", 1)[1].split(" and ")[0])
     document = json.loads(written.read_text())
@@ -250,20 +239,21 @@ def test_the_notebook_teaches_the_pattern_the_session_runs():
     code = "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
     for line in TAUGHT_LINES:
         assert line in code
-    harness = (ROOT / "tests" / "scatter_session.py").read_text()
+    harness = (ROOT / "tools" / "scatter_session.py").read_text()
     assert "scattered_documents = client.scatter([X, y], broadcast=True)" in harness
     assert 'joblib.parallel_config(backend="dask", scatter=[X, y])' in harness
 
 
+@pytest.mark.cluster
 def test_the_taught_scatter_pattern_finishes_two_searches_in_a_row():
     """Two scattered searches in one session, each right after a previous scatter of the same data
     is released and followed by the garbage collection of its joblib backend: the releases that
-    make `--pattern unsafe` hang (see tests/scatter_session.py). On 500 documents, where that race
+    make `--pattern unsafe` hang (see tools/scatter_session.py). On 500 documents, where that race
     is likely (a 20 MB scatter of all 11,314 rarely offers it its window), and quick."""
     # Two runs, not more: the check that makes the pattern safe is direct (the scattered keys are
     # never released), so it does not depend on how often the race would have struck.
     runs, run_timeout = 2, 600
-    result = run_own_process([sys.executable, "tests/scatter_session.py", "--pattern", "taught",
+    result = run_own_process([sys.executable, "-m", "tools.scatter_session", "--pattern", "taught",
                               "--documents", "500", "--runs", str(runs), "--run-timeout", str(run_timeout)],
                              timeout=runs * run_timeout + 300)
     finished = [line for line in result.stdout.splitlines() if "finished in" in line]

@@ -17,13 +17,13 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
+from scaling_ml import PROJECT_ROOT as ROOT
 from scaling_ml import check
 
-ROOT = Path(__file__).resolve().parent.parent
 LEARNER = ROOT / "requirements.txt"
 DEVELOPMENT = ROOT / "requirements-dev.txt"
 CONSTRAINTS = ROOT / "constraints.txt"
-# What the learner set must contain besides the notebooks' libraries (issue 16).
+# What the learner set must contain besides the notebooks' libraries: JupyterLab and the dashboard panes.
 LEARNER_TOOLS = {"jupyterlab", "ipykernel", "dask-labextension", "jupyter-server-proxy"}
 DEVELOPMENT_TOOLS = {"jupyter-book", "nbval", "pytest", "playwright", "ruff"}
 # The installer's own packages, which `pip freeze` leaves out (sphinx-togglebutton requires two).

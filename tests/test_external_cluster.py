@@ -19,15 +19,21 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import shutil
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import cloudpickle
+import pytest
 from distributed import Client
 
+from scaling_ml import laptop_to_cluster as chapter
 from tests import lanes
+
+pytestmark = pytest.mark.cluster  # make test-cluster
 
 CHAPTERS = os.environ.get("LANE_CHAPTERS", "00 01 03 04").split()
 # The workers cannot import this test module: send its functions by value, as a notebook's are.
@@ -46,8 +52,11 @@ def _check_the_cluster_is_site_like(running: lanes.NamespacedCluster, workers_pr
     assert running.address.startswith(f"tcp://{lab.bridge_address}:"), running.address
     with Client(running.address, timeout=60) as client:
         seen = client.run(_where_am_i)
-        # Same pinned libraries everywhere: distributed raises if required packages differ.
-        client.get_versions(check=True)
+        # Same pinned libraries everywhere. check=True only warns ("Mismatched versions found"):
+        # made an error here, so that a difference fails the lane.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message="Mismatched versions")
+            client.get_versions(check=True)
         # Data made on one "node" and used on the other crosses the bridge between namespaces.
         first, second = sorted(seen)
         made = client.submit(lambda: list(range(100_000)), workers=[first], pure=False)
@@ -135,3 +144,45 @@ def test_the_workers_environment_lacks_the_book(tmp_path):
     from sklearn import __version__
 
     assert probe.stdout.strip() == __version__
+
+
+@pytest.mark.scale_up("05_laptop_to_cluster", "--interface ib0 (the network the nodes share)")
+@pytest.mark.scale_up("05_laptop_to_cluster", "a `dask worker` on every machine, --nworkers one per core")
+def test_the_chapters_commands_with_their_scale_up_settings_across_a_network(tmp_path):
+    """Chapter 5's `dask scheduler` / `dask worker` cell with its Scale up comments followed: the
+    scheduler on a network interface (the lab's bridge) instead of 127.0.0.1, and one `dask worker`
+    on another machine (a network namespace) with --nworkers one per core (2 here) and
+    --memory-limit its share of that machine's memory (1 GiB each here)."""
+    with lanes.NetworkLab(1) as lab:
+        code = lanes.with_replacements(lanes.chapter_code_cell('scheduler_command = ["dask", "scheduler"'), {
+            '"--host", "127.0.0.1"': f'"--interface", "{lab.bridge}"',
+            "for number in range(2):": "for number in range(1):",  # one machine...
+            '"--nthreads", "1", "--memory-limit", "2GiB",':        # ... one process per core
+                '"--nworkers", "2", "--nthreads", "1", "--memory-limit", "1GiB",',
+            "workers.append(chapter.start_command(worker_command,":
+                f"workers.append(chapter.start_command(['ip', 'netns', 'exec', '{lab.namespaces[0]}', "
+                "*worker_command],"})
+        namespace = {"Path": Path, "tempfile": tempfile, "chapter": chapter}
+        try:
+            exec(code, namespace)
+            scheduler_file = namespace["scheduler_file"]
+            with Client(scheduler_file=str(scheduler_file), timeout=60) as client:
+                client.wait_for_workers(2, timeout=120)
+                workers = client.scheduler_info()["workers"].values()
+                scheduler_address = client.scheduler.address
+                seen = sorted((worker["host"], worker["memory_limit"], worker["nthreads"]) for worker in workers)
+                on_loopback = lanes.run(["ip", "netns", "exec", lab.namespaces[0], sys.executable, "-c",
+                                         "import socket\ntry:\n socket.create_connection(('127.0.0.1', "
+                                         f"{scheduler_address.rsplit(':', 1)[1]}), timeout=5)\n"
+                                         "except OSError as error:\n print(type(error).__name__)"]).stdout
+        finally:
+            for command in [*namespace.get("workers", []), namespace.get("scheduler")]:
+                if command is not None:
+                    command.stop()
+            shutil.rmtree(namespace.get("scratch", tmp_path / "none"), ignore_errors=True)
+    lab_left = lab.leftovers()
+    assert scheduler_address.startswith(f"tcp://{lab.bridge_address}:"), scheduler_address
+    assert seen == [(lab.host_addresses[0], 2**30, 1)] * 2, seen
+    # The same scheduler on 127.0.0.1, as in the notebook, is out of the other machine's reach.
+    assert on_loopback.strip() == "ConnectionRefusedError", on_loopback
+    assert lab_left == [], lab_left

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import dask
 import distributed  # noqa: F401  (loads its configuration, read below at import time)
 import pytest
 
+from scaling_ml import BookError
 from scaling_ml import failure_modes, measure
-from scaling_ml.failure_modes import FailureModesError
+from scaling_ml import PROJECT_ROOT as ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "06_when_scaling_goes_wrong.ipynb"
 SHIPPING_RUNS = [
     {"case": "6", "variant": "shipped with every task", "data_mb": 40.0, "tasks": 16, "seconds": 3.0,
@@ -42,21 +41,21 @@ def test_runs_table_selects_one_case_in_file_order(tmp_path):
 
 def test_runs_table_says_how_to_get_missing_runs(tmp_path):
     document = write_document(tmp_path, SHIPPING_RUNS)
-    with pytest.raises(FailureModesError, match="benchmarks/failure_modes.py"):
+    with pytest.raises(BookError, match="benchmarks.failure_modes"):
         failure_modes.runs_table(document, "7")
-    with pytest.raises(FailureModesError, match="Unknown case '9'"):
+    with pytest.raises(BookError, match="Unknown case '9'"):
         failure_modes.runs_table(document, "9")
 
 
 def test_runs_table_refuses_results_of_an_older_benchmark(tmp_path):
     old_run = {key: value for key, value in CHUNK_RUNS[0].items() if key != "repeats"}
     document = write_document(tmp_path, [old_run, CHUNK_RUNS[1]])
-    with pytest.raises(FailureModesError, match=r"lack \['repeats'\]"):
+    with pytest.raises(BookError, match=r"lack \['repeats'\]"):
         failure_modes.runs_table(document, "7")
 
 
 def test_load_results_missing(tmp_path):
-    with pytest.raises(measure.MeasureError, match="run `make bench`"):
+    with pytest.raises(BookError, match="run `make bench`"):
         failure_modes.load_results(tmp_path)
 
 
@@ -82,7 +81,7 @@ def test_plot_chunk_overhead_draws_medians_sorted_and_every_pass():
 def test_plot_chunk_overhead_needs_two_chunk_sizes():
     import pandas as pd
 
-    with pytest.raises(FailureModesError, match="at least two"):
+    with pytest.raises(BookError, match="at least two"):
         failure_modes.plot_chunk_overhead(pd.DataFrame(CHUNK_RUNS[:1]))
 
 

@@ -22,6 +22,7 @@ from scipy.stats import loguniform
 from sklearn.datasets import load_files
 from sklearn.linear_model import SGDClassifier
 
+from scaling_ml import BookError
 from scaling_ml import cluster, data
 from scaling_ml import incremental_training as chapter
 from tests.test_cluster import external_scheduler  # noqa: F401 - a real scheduler and worker
@@ -130,7 +131,7 @@ def test_an_interrupted_default_copy_leaves_nothing(tmp_path, monkeypatch):
     (tmp_path / "tmp").mkdir()
     empty_home = tmp_path / "empty"
     empty_home.mkdir()
-    with pytest.raises(chapter.IncrementalTrainingError, match="make data"):
+    with pytest.raises(BookError, match="make data"):
         chapter.write_newsgroups_files(data_home=empty_home, download_if_missing=False)
     assert list((tmp_path / "tmp").iterdir()) == []
 
@@ -138,7 +139,7 @@ def test_an_interrupted_default_copy_leaves_nothing(tmp_path, monkeypatch):
 def test_missing_data_is_a_clear_error_and_leaves_nothing(tmp_path):
     empty_home = tmp_path / "empty"
     empty_home.mkdir()
-    with pytest.raises(chapter.IncrementalTrainingError, match="make data.*import-newsgroups"):
+    with pytest.raises(BookError, match="make data.*import-newsgroups"):
         chapter.write_newsgroups_files(tmp_path / "posts", data_home=empty_home,
                                        download_if_missing=False)
     assert not (tmp_path / "posts").exists() and leftovers(tmp_path) == []
@@ -176,7 +177,7 @@ def test_a_damaged_cache_is_a_clear_error_and_leaves_no_half_folder(tmp_path):
     test.data, test.target = test.data * 2, np.concatenate([test.target, test.target])
     test.filenames = np.concatenate([test.filenames, test.filenames])
     cache.write_bytes(codecs.encode(pickle.dumps(subsets), "zlib_codec"))
-    with pytest.raises(chapter.IncrementalTrainingError, match="damaged.*make data"):
+    with pytest.raises(BookError, match="damaged.*make data"):
         chapter.write_newsgroups_files(tmp_path / "posts", data_home=data_home)
     assert not (tmp_path / "posts").exists() and leftovers(tmp_path) == []
 
@@ -186,7 +187,7 @@ def test_a_folder_it_did_not_write_is_left_alone(tmp_path):
     mine = tmp_path / "posts"
     mine.mkdir()
     (mine / "notes.txt").write_text("my own notes\n")
-    with pytest.raises(chapter.IncrementalTrainingError, match="not a complete copy.*another folder"):
+    with pytest.raises(BookError, match="not a complete copy.*another folder"):
         chapter.write_newsgroups_files(mine, data_home=data_home)
     assert [path.name for path in mine.iterdir()] == ["notes.txt"]
     assert (mine / "notes.txt").read_text() == "my own notes\n"
@@ -277,6 +278,7 @@ def small_problem():
     return X, y
 
 
+@pytest.mark.cluster
 def test_persisted_arrays_break_hyperband_with_the_pinned_versions(client):
     """The chapter's warning box. When this fails, dask or dask-ml fixed the bug: update the box
     (notebooks/03_incremental_training.ipynb) and the Versions page."""
@@ -300,8 +302,7 @@ A_FEW_BLOCKS = 4  # the chapter's bound
 @pytest.fixture(scope="module")
 def cells():
     """The notebook's cells tagged reused-by-benchmark, executed in a fresh namespace."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-    from _notebook_cells import run_reused_cells
+    from benchmarks._notebook_cells import run_reused_cells
 
     return run_reused_cells(NOTEBOOK)
 
@@ -400,7 +401,7 @@ def naive_bayes_accuracy(cells, arrays):
 def newsgroups_home():
     from sklearn.datasets import get_data_home
 
-    if not data.newsgroups_available_offline():
+    if not data.newsgroups_cache_path().is_file():
         pytest.skip("20 Newsgroups is not in scikit-learn's cache: run `make data`")
     return get_data_home()
 

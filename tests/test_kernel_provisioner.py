@@ -9,7 +9,12 @@ import os
 import subprocess
 import sys
 
-from scaling_ml import PROJECT_ROOT, kernel_provisioner
+import pytest
+
+from scaling_ml import PROJECT_ROOT
+from tools import kernel_provisioner
+
+pytestmark = pytest.mark.cluster  # make test-cluster: each test starts a kernel
 
 WARNING = "Kernel is running over TCP without encryption"
 EXECUTE = """

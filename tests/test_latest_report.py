@@ -5,11 +5,10 @@ from __future__ import annotations
 import configparser
 import re
 import subprocess
-from pathlib import Path
 
-from tests import latest_report
+from tools import latest_report
+from scaling_ml import PROJECT_ROOT as ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 
 LATEST = """<?xml version="1.0" encoding="utf-8"?>
 <testsuites><testsuite name="pytest">
@@ -84,4 +83,4 @@ def test_the_latest_sanitize_file_masks_versions_and_nothing_else():
 def test_the_lane_script_is_valid_bash_and_runs_the_report():
     script = (ROOT / "scripts" / "test_latest.sh").read_text()
     subprocess.run(["bash", "-n", str(ROOT / "scripts" / "test_latest.sh")], check=True)
-    assert "tests/latest_report.py" in script and "nbval_sanitize_latest.cfg" in script
+    assert "tools.latest_report" in script and "nbval_sanitize_latest.cfg" in script

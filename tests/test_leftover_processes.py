@@ -12,15 +12,15 @@ import os
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import psutil
 import pytest
 from jupyter_client import KernelManager
 
-from tests.leftover_processes import MARKER, leftovers
+from scaling_ml import PROJECT_ROOT
+from tools.leftover_processes import MARKER, leftovers
 
-SCRIPT = Path(__file__).with_name("leftover_processes.py")
+CHECK = [sys.executable, "-m", "tools.leftover_processes"]
 START_CLUSTER = """
 from distributed import LocalCluster
 cluster = LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0")
@@ -43,7 +43,7 @@ def stop_kernel(manager, client) -> None:
 
 
 def run_check(run_id: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT)], env={**os.environ, MARKER: run_id},
+    return subprocess.run(CHECK, env={**os.environ, MARKER: run_id}, cwd=PROJECT_ROOT,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -65,6 +65,7 @@ def pids_in(lines: list[str]) -> set[int]:
     return {int(line.split()[0]) for line in lines}
 
 
+@pytest.mark.cluster
 def test_only_the_runs_own_kernel_and_its_workers_are_reported(kernels):
     run_id, (marked, marked_client), (unmarked, unmarked_client) = kernels
     reply = marked_client.execute_interactive(START_CLUSTER, timeout=180)
@@ -95,13 +96,13 @@ def test_the_check_leaves_out_itself_and_the_make_it_runs_under():
     """Every process of `make check-processes` carries the marker: the check and its ancestors
     (make, the shell) must not count, or it would fail every run."""
     run_id = f"test-{uuid.uuid4().hex}"
-    shell = subprocess.run(["bash", "-c", f'"{sys.executable}" "{SCRIPT}"; echo "exit $?"'],
-                           env={**os.environ, MARKER: run_id}, capture_output=True, text=True, timeout=120)
+    shell = subprocess.run(["bash", "-c", f'"{sys.executable}" -m tools.leftover_processes; echo "exit $?"'],
+                           env={**os.environ, MARKER: run_id}, cwd=PROJECT_ROOT, capture_output=True, text=True,
+                           timeout=120)
     assert shell.stdout.strip().endswith("exit 0"), shell.stdout + shell.stderr
 
 
 def test_without_a_marker_the_check_refuses_to_guess():
     environment = {name: value for name, value in os.environ.items() if name != MARKER}
-    check = subprocess.run([sys.executable, str(SCRIPT)], env=environment, capture_output=True,
-                           text=True, timeout=60)
+    check = subprocess.run(CHECK, env=environment, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
     assert check.returncode == 2 and "BOOK_RUN_ID is not set" in check.stderr

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+from scaling_ml import PROJECT_ROOT, notebook_paths
+
+NOTEBOOKS = notebook_paths()
 SCALE_UP = re.compile(r"#.*?\bScale up:\s*(?P<words>.*)$")
 
 
@@ -39,7 +40,7 @@ def scale_up_comments(path: Path) -> list[str]:
     return comments
 
 
-def scale_up_markers(tests_dir: Path = ROOT / "tests") -> list[tuple[str, str, str]]:
+def scale_up_markers(tests_dir: Path = PROJECT_ROOT / "tests") -> list[tuple[str, str, str]]:
     """(notebook, words, test) for every ``pytest.mark.scale_up(notebook, words)`` in tests/."""
     markers = []
     for path in sorted(tests_dir.rglob("test_*.py")):

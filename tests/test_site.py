@@ -26,9 +26,10 @@ import sys
 import pytest
 import yaml
 
-from scaling_ml.site_check import check_site, toc_files
+from scaling_ml import PROJECT_ROOT as ROOT
+from scaling_ml import toc_files
+from tools.site_check import check_site
 
-ROOT = Path(__file__).resolve().parent.parent
 SITE = ROOT / "_build" / "html"
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")

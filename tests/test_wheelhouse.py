@@ -9,7 +9,9 @@ import sys
 import pytest
 from packaging.tags import Tag
 
-from scaling_ml import PROJECT_ROOT, wheelhouse
+from scaling_ml import BookError
+from scaling_ml import PROJECT_ROOT
+from tools import wheelhouse
 
 
 def test_markers_are_evaluated_for_the_target_not_for_this_machine():
@@ -26,7 +28,7 @@ def test_target_tags_accept_the_wheels_a_target_can_install():
     assert Tag("py3", "none", "any") in tags
     assert Tag("cp311", "cp311", "macosx_11_0_arm64") not in tags
     assert Tag("cp312", "cp312", "macosx_11_0_x86_64") not in tags
-    with pytest.raises(wheelhouse.WheelhouseError, match="choose from"):
+    with pytest.raises(BookError, match="choose from"):
         wheelhouse.target_tags("windows-arm64", "3.12")
 
 
@@ -51,6 +53,7 @@ def test_a_pin_without_a_wheel_for_a_target_is_reported():
         "xgboost-cpu==3.2.0"]
 
 
+@pytest.mark.cluster
 @pytest.mark.parametrize("target", list(wheelhouse.TARGETS))
 def test_every_pin_of_the_learner_set_has_a_wheel_on_the_package_index(target):
     """Asks PyPI (the one network access of the suite: the package registry)."""
@@ -58,6 +61,7 @@ def test_every_pin_of_the_learner_set_has_a_wheel_on_the_package_index(target):
         assert wheelhouse.missing_wheels(target, python) == [], f"{target} / Python {python}"
 
 
+@pytest.mark.cluster
 def test_a_wheelhouse_installs_the_learner_set_with_no_index(learner_venv_from_wheelhouse):
     venv, wheelhouse_dir = learner_venv_from_wheelhouse
     python = venv / "bin" / "python"
@@ -71,6 +75,7 @@ def test_a_wheelhouse_installs_the_learner_set_with_no_index(learner_venv_from_w
     assert not list(wheelhouse_dir.glob("*.tar.gz")), "a wheelhouse holds wheels only"
 
 
+@pytest.mark.cluster
 def test_make_env_with_a_wheelhouse_installs_the_book_package_offline(learner_venv_from_wheelhouse):
     venv, _ = learner_venv_from_wheelhouse
     result = subprocess.run([venv / "bin" / "python", "-c", "import scaling_ml.cluster"],

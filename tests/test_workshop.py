@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-from scaling_ml import PROJECT_ROOT, workshop
+from scaling_ml import BookError
+from scaling_ml import PROJECT_ROOT, notebook_paths
+from tools import workshop
 
 
 def _cell(kind, source, tags=(), outputs=()):
@@ -56,10 +58,10 @@ def test_a_learner_copy_empties_solutions_and_clears_outputs():
 
 def test_the_book_s_notebooks_become_learner_copies(tmp_path):
     out = tmp_path / "handout"
-    result = subprocess.run([sys.executable, "-m", "scaling_ml.workshop", "learner-notebooks", str(out)],
+    result = subprocess.run([sys.executable, "-m", "tools.workshop", "learner-notebooks", str(out)],
                             capture_output=True, text=True, cwd=PROJECT_ROOT)
     assert result.returncode == 0, result.stderr
-    sources = workshop.notebook_paths()
+    sources = notebook_paths()
     assert sorted(path.name for path in out.iterdir()) == sorted(path.name for path in sources)
     for path in sources:
         original, copy = json.loads(path.read_text()), json.loads((out / path.name).read_text())
@@ -72,14 +74,14 @@ def test_the_book_s_notebooks_become_learner_copies(tmp_path):
 
 def test_an_existing_folder_is_never_overwritten_unless_it_is_a_previous_copy(tmp_path):
     workshop.write_learner_notebooks(tmp_path / "copy")
-    with pytest.raises(workshop.WorkshopError, match="not empty"):
+    with pytest.raises(BookError, match="not empty"):
         workshop.write_learner_notebooks(tmp_path / "copy")
     workshop.write_learner_notebooks(tmp_path / "copy", overwrite=True)
     (tmp_path / "copy" / "my_notes.txt").write_text("a learner's work")
-    with pytest.raises(workshop.WorkshopError, match="never overwritten"):
+    with pytest.raises(BookError, match="never overwritten"):
         workshop.write_learner_notebooks(tmp_path / "copy", overwrite=True)
     assert (tmp_path / "copy" / "my_notes.txt").read_text() == "a learner's work"
-    with pytest.raises(workshop.WorkshopError, match="book's own notebooks"):
+    with pytest.raises(BookError, match="book's own notebooks"):
         workshop.write_learner_notebooks(workshop.NOTEBOOKS_DIR, overwrite=True)
     assert not [path for path in tmp_path.iterdir() if path.name.startswith(".copy-")], "scratch left"
 
@@ -110,9 +112,9 @@ def test_a_schedule_adds_the_minutes_the_notebooks_state(tmp_path):
     markdown = workshop.schedule_markdown([plan], tmp_path)
     assert "| 0:54 | End (6 minutes to spare) |" in markdown
     too_long = workshop.Plan("short", 50, plan.blocks)
-    with pytest.raises(workshop.ScheduleError, match="54 minutes, more than the session's 50"):
+    with pytest.raises(BookError, match="54 minutes, more than the session's 50"):
         workshop.schedule_rows(too_long, tmp_path)
-    with pytest.raises(workshop.ScheduleError, match="no exercise 3"):
+    with pytest.raises(BookError, match="no exercise 3"):
         workshop.schedule_rows(workshop.Plan("x", 99, [workshop.Block("One", "01_x", (3,))]), tmp_path)
 
 
@@ -121,21 +123,21 @@ def test_an_exercise_without_its_minutes_is_a_clear_error(tmp_path):
     notebook = json.loads(path.read_text())
     notebook["cells"][1]["source"] = ["### Exercise 1: no time given"]
     path.write_text(json.dumps(notebook))
-    with pytest.raises(workshop.ScheduleError, match="does not say how long"):
+    with pytest.raises(BookError, match="states its minutes"):
         workshop.notebook_minutes(path)
 
 
 def test_the_committed_schedule_matches_the_notebooks():
     # make notebooks rewrites it; a chapter's new reading or exercise minutes must reach the guide.
     assert workshop.SCHEDULE_PATH.read_text() == workshop.schedule_markdown(), (
-        "book/workshop_schedule.md is out of date: run `python -m scaling_ml.workshop schedule`")
+        "book/workshop_schedule.md is out of date: run `python -m tools.workshop schedule`")
 
 
 def test_the_guide_includes_the_schedule_the_times_and_every_chapter_s_notes():
     guide = (PROJECT_ROOT / "book" / "instructor_guide.md").read_text()
     for included in ["workshop_schedule.md", "notebook_times.md"]:
         assert f"{{include}} {included}" in guide
-    notebooks = sorted(path.stem for path in (PROJECT_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    notebooks = [path.stem for path in notebook_paths() if path.stem[:2].isdigit()]
     assert len(notebooks) >= 7
     for stem in notebooks:
         notes = PROJECT_ROOT / "book" / "instructor_notes" / f"{stem}.md"

@@ -16,16 +16,14 @@ from urllib.parse import urlparse
 from docutils import nodes
 from sphinx.util.docutils import SphinxDirective
 
-
-class RepositoryError(ValueError):
-    """repository.url in _config.yml is missing or not a repository address."""
+from scaling_ml import BookError
 
 
 def repository_url(config) -> str:
     url = (getattr(config, "html_theme_options", {}) or {}).get("repository_url", "").rstrip("/")
     parsed = urlparse(url)
     if parsed.scheme not in ("https", "http") or not parsed.hostname or parsed.path.strip("/").count("/") < 1:
-        raise RepositoryError(
+        raise BookError(
             f"repository.url in _config.yml is {url!r}: set it to the book's repository, for example "
             "https://github.com/OWNER/NAME (the launch buttons and clone commands are made from it)."
         )

@@ -1,7 +1,7 @@
 """One Python session that runs chapter 1's scattered search several times in a row.
 
-    .venv/bin/python tests/scatter_session.py --pattern taught   # what chapter 1 teaches
-    .venv/bin/python tests/scatter_session.py --pattern unsafe   # scatter= alone
+    .venv/bin/python -m tools.scatter_session --pattern taught   # what chapter 1 teaches
+    .venv/bin/python -m tools.scatter_session --pattern unsafe   # scatter= alone
 
 The search is the notebook's own (its cells tagged ``reused-by-benchmark``: the pipeline and the
 grid; ``--grid first`` keeps the first value of each parameter: one candidate, 3 fits) on the
@@ -39,19 +39,14 @@ import os
 import sys
 import threading
 import time
-from pathlib import Path
 
 import joblib
 from sklearn.base import clone
 from sklearn.datasets import fetch_20newsgroups
 from sklearn.model_selection import GridSearchCV
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from _notebook_cells import run_reused_cells  # noqa: E402
-
-from scaling_ml import cluster  # noqa: E402
+from benchmarks._notebook_cells import run_reused_cells
+from scaling_ml import cluster
 
 NOTEBOOK = "01_distributed_training.ipynb"
 PATTERNS = ("taught", "unsafe")

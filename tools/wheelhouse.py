@@ -1,6 +1,6 @@
 """Offline installs for a workshop: a folder of wheels an instructor copies to USB sticks.
 
-``make wheelhouse`` (``python -m scaling_ml.wheelhouse build OUT``) fills ``OUT`` with a wheel of
+``make wheelhouse`` (``python -m tools.wheelhouse build OUT``) fills ``OUT`` with a wheel of
 every package of the learner set (``requirements.txt``, versions locked by ``constraints.txt``), for
 this machine and for each platform and Python of :data:`TARGETS` x :data:`PYTHONS` that the pins
 allow, plus what installing the book's own package needs. ``OUT/report.txt`` says which
@@ -8,7 +8,7 @@ combinations are complete. On a learner's machine, with no network::
 
     make env WHEELHOUSE=/media/usb/wheelhouse      # pip install --no-index --find-links ...
 
-``python -m scaling_ml.wheelhouse check`` asks the package index, without downloading, whether
+``python -m tools.wheelhouse check`` asks the package index, without downloading, whether
 every pin of the learner set has a wheel for each target (a quick check of the README's list of
 supported systems).
 """
@@ -28,7 +28,7 @@ from packaging.requirements import Requirement
 from packaging.tags import Tag, compatible_tags, cpython_tags, mac_platforms
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from . import PROJECT_ROOT
+from scaling_ml import PROJECT_ROOT, BookError
 
 LEARNER_REQUIREMENTS = PROJECT_ROOT / "requirements.txt"
 CONSTRAINTS = PROJECT_ROOT / "constraints.txt"
@@ -53,15 +53,11 @@ INDEX = "https://pypi.org/simple"
 BUILD_REQUIREMENTS = ("setuptools>=68", "wheel")
 
 
-class WheelhouseError(RuntimeError):
-    """A wheelhouse could not be built or used; the message says why and how to fix it."""
-
-
 def _check_target(target: str, python: str) -> None:
     if target not in TARGETS:
-        raise WheelhouseError(f"Unknown target {target!r}: choose from {', '.join(TARGETS)}.")
+        raise BookError(f"Unknown target {target!r}: choose from {', '.join(TARGETS)}.")
     if python not in PYTHONS:
-        raise WheelhouseError(f"Unknown Python {python!r}: choose from {', '.join(PYTHONS)}.")
+        raise BookError(f"Unknown Python {python!r}: choose from {', '.join(PYTHONS)}.")
 
 
 def marker_environment(target: str, python: str) -> dict[str, str]:
@@ -144,11 +140,11 @@ def build_wheelhouse(out_dir: str | Path, targets=tuple(TARGETS), pythons=PYTHON
     host = _pip("wheel", "--quiet", "--wheel-dir", str(out), "-r", str(LEARNER_REQUIREMENTS),
                 "-c", str(CONSTRAINTS), log=log)
     if host.returncode != 0:
-        raise WheelhouseError(f"Could not fetch this machine's wheels: {_last_error(host)} "
+        raise BookError(f"Could not fetch this machine's wheels: {_last_error(host)} "
                               "(is the package index reachable?)")
     build = _pip("download", "--quiet", "--only-binary=:all:", "--dest", str(out), *BUILD_REQUIREMENTS, log=log)
     if build.returncode != 0:
-        raise WheelhouseError(f"Could not fetch {', '.join(BUILD_REQUIREMENTS)}: {_last_error(build)}")
+        raise BookError(f"Could not fetch {', '.join(BUILD_REQUIREMENTS)}: {_last_error(build)}")
     report = {f"this machine / Python {sys.version_info[0]}.{sys.version_info[1]}": "complete"}
     for target in () if host_only else targets:
         for python in pythons:
@@ -170,7 +166,7 @@ def build_wheelhouse(out_dir: str | Path, targets=tuple(TARGETS), pythons=PYTHON
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scaling_ml.wheelhouse", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tools.wheelhouse", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="download the learner set's wheels into OUT")
@@ -192,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if failures else 0
         report = build_wheelhouse(arguments.out_dir, arguments.targets, arguments.pythons,
                                   arguments.host_only)
-    except (WheelhouseError, OSError) as error:
+    except (BookError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     for combination, outcome in report.items():

@@ -1,6 +1,6 @@
 """The report of `make test-latest` (scripts/test_latest.sh): versions, chapters, failing tests.
 
-    python tests/latest_report.py _build/test-latest notebooks/00_setup.ipynb ...
+    python -m tools.latest_report _build/test-latest notebooks/00_setup.ipynb ...
 
 reads ``junit.xml`` (newest releases: unit tests and strict nbval) and ``junit-pinned.xml``
 (strict nbval with the pins) from that folder and writes ``report.md`` there: the versions the

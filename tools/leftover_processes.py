@@ -8,7 +8,7 @@ processes it runs under, and exits 1 if there are any. Processes of other runs, 
 JupyterLab with its kernels, do not carry the value and are left alone (tests/test_leftover_processes.py
 checks both sides with real kernels, and .ci/run runs the whole suite beside an unrelated kernel).
 
-    python tests/leftover_processes.py            # uses $BOOK_RUN_ID
+    python -m tools.leftover_processes            # uses $BOOK_RUN_ID
 
 Works wherever psutil reads other processes' environments (Linux, macOS; a process of another
 user is not readable, and is not this run's).

@@ -1,6 +1,6 @@
 """Instructor tooling: the learners' copies of the notebooks, and a workshop schedule that adds up.
 
-``make learner-notebooks`` (``python -m scaling_ml.workshop learner-notebooks OUT``) writes a copy of
+``make learner-notebooks`` (``python -m tools.workshop learner-notebooks OUT``) writes a copy of
 every notebook into ``OUT``, the folder an instructor hands out:
 
 * every code cell tagged ``solution`` is emptied down to a one-line prompt (the exercise's markdown
@@ -12,7 +12,7 @@ The same tags drive the website, where solutions are folded away (``hide-cell``)
 notebooks are the single source, as in the scikit-learn MOOC, whose exercises are generated from
 its solutions.
 
-``python -m scaling_ml.workshop schedule`` (run by ``make notebooks``) writes
+``python -m tools.workshop schedule`` (run by ``make notebooks``) writes
 ``book/workshop_schedule.md``: the 3-hour and 90-minute plans of :data:`PLANS` with each block's
 minutes computed from the notebooks themselves (the reading minutes of their "Time to learn" line,
 the measured execution time, the minutes each live exercise states), so the guide's numbers come
@@ -24,26 +24,20 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from . import PROJECT_ROOT, status
+from scaling_ml import PROJECT_ROOT, BookError, notebook_paths
+from tools import status
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 SOLUTION_TAG = "solution"
 EXERCISE_TAG = "exercise"
 SOLUTION_PROMPT = "# Your solution here: the book's solution is folded away on the website.\n"
 SCHEDULE_PATH = PROJECT_ROOT / "book" / "workshop_schedule.md"
-# Every exercise says how long it takes learners, in its first lines: "*About 10 minutes.*"
-EXERCISE_MINUTES = re.compile(r"[Aa]bout (\d+) minutes")
-
-
-class WorkshopError(RuntimeError):
-    """A learner copy could not be written; the message says why and how to fix it."""
 
 
 def learner_copy(notebook: dict) -> dict:
@@ -62,27 +56,19 @@ def learner_copy(notebook: dict) -> dict:
     return copy
 
 
-def notebook_paths(source_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
-    paths = sorted(source_dir.glob("[0-9][0-9]_*.ipynb")) + sorted(source_dir.glob("appendix_*.ipynb"))
-    if not paths:
-        raise WorkshopError(f"No notebooks in {source_dir}: run this from the book's repository.")
-    return paths
-
-
-def write_learner_notebooks(out_dir: str | Path, source_dir: Path = NOTEBOOKS_DIR,
-                            overwrite: bool = False) -> list[Path]:
+def write_learner_notebooks(out_dir: str | Path, overwrite: bool = False) -> list[Path]:
     """Write the learner copy of every notebook into ``out_dir``; return the files written.
 
     ``out_dir`` must be new or empty, unless ``overwrite=True`` and it holds only a previous
     copy (notebooks): a learner's own work elsewhere is never replaced.
     """
     out_dir = Path(out_dir).expanduser().resolve()
-    if out_dir == source_dir.resolve():
-        raise WorkshopError(f"{out_dir} is the book's own notebooks folder: choose another folder.")
+    if out_dir == NOTEBOOKS_DIR:
+        raise BookError(f"{out_dir} is the book's own notebooks folder: choose another folder.")
     if out_dir.exists() and any(out_dir.iterdir()):
         others = [path.name for path in out_dir.iterdir() if path.suffix != ".ipynb"]
         if not overwrite or others:
-            raise WorkshopError(
+            raise BookError(
                 f"{out_dir} is not empty ({', '.join(sorted(path.name for path in out_dir.iterdir())[:5])}"
                 "...): choose a new folder, or pass --overwrite to replace a previous copy of the "
                 "notebooks (a folder holding anything but notebooks is never overwritten).")
@@ -90,7 +76,7 @@ def write_learner_notebooks(out_dir: str | Path, source_dir: Path = NOTEBOOKS_DI
     # Written next to the target and moved in place: an interrupted run leaves no half copy.
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}-") as scratch:
         written = []
-        for path in notebook_paths(source_dir):
+        for path in notebook_paths():
             copy = learner_copy(json.loads(path.read_text()))
             target = Path(scratch) / path.name
             target.write_text(json.dumps(copy, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
@@ -118,7 +104,12 @@ class Plan:
     name: str
     session_minutes: int
     blocks: list[Block]
-    homework: list[str] = field(default_factory=list)  # notebooks left for after the session
+
+    @property
+    def homework(self) -> list[str]:
+        """The chapters the session leaves for afterwards, in the book's order."""
+        taught = {block.notebook for block in self.blocks}
+        return [path.stem for path in notebook_paths() if path.stem[:2].isdigit() and path.stem not in taught]
 
 
 PLANS = [
@@ -130,45 +121,33 @@ PLANS = [
         Block("Break", minutes=10),
         Block("Incremental training and Hyperband", "03_incremental_training", (1,)),
         Block("Wrap-up: what chapters 4 to 7 add, questions", minutes=10),
-    ], homework=["04_dask_collections", "05_laptop_to_cluster", "06_when_scaling_goes_wrong",
-                 "07_without_dask_ml"]),
+    ]),
     Plan("90-minute session", 90, [
         Block("Setup and your first cluster", "00_setup"),
         Block("Distributed training: a grid search on the cluster", "01_distributed_training", (1,)),
         Block("Train small, predict large", "02_predict_large_data"),
-    ], homework=["03_incremental_training", "04_dask_collections", "05_laptop_to_cluster",
-                 "06_when_scaling_goes_wrong", "07_without_dask_ml"]),
+    ]),
 ]
-
-
-class ScheduleError(ValueError):
-    """A plan does not fit its session, or a notebook lacks what the schedule reads from it."""
 
 
 def notebook_minutes(path: Path) -> dict:
     """What the schedule reads from a notebook: reading minutes, execution minutes, exercises."""
     notebook = json.loads(path.read_text())
     reading = None
-    exercises = []
     for cell in notebook["cells"]:
         text = "".join(cell["source"])
         if cell["cell_type"] == "markdown" and reading is None and status.TIME_TO_LEARN.search(text):
             found = status.READING.search(text)
             reading = int(found.group(1)) if found else None
-        if "exercise" in cell["metadata"].get("tags", []):
-            found = EXERCISE_MINUTES.search(text)
-            if not found:
-                raise ScheduleError(f"{path.name}: exercise {len(exercises) + 1} does not say how long "
-                                    "it takes ('*About N minutes.*' under its heading).")
-            exercises.append(int(found.group(1)))
     if reading is None:
-        raise ScheduleError(f"{path.name}: no 'about N minutes of reading' in its Time to learn line.")
+        raise BookError(f"{path.name}: no 'about N minutes of reading' in its Time to learn line.")
     seconds = status.notebook_execution(path)["seconds"] or 0
-    return {"reading": reading, "execution": math.ceil(seconds / 60), "exercises": exercises}
+    return {"reading": reading, "execution": math.ceil(seconds / 60),
+            "exercises": status.exercise_minutes(notebook)}
 
 
 def schedule_rows(plan: Plan, notebooks_dir: Path = NOTEBOOKS_DIR) -> list[dict]:
-    """The plan's blocks with start times and minutes; raises ScheduleError if it does not fit."""
+    """The plan's blocks with start times and minutes; raises BookError if it does not fit."""
     rows, start = [], 0
     for block in plan.blocks:
         if block.notebook is None:
@@ -177,7 +156,7 @@ def schedule_rows(plan: Plan, notebooks_dir: Path = NOTEBOOKS_DIR) -> list[dict]
             facts = notebook_minutes(notebooks_dir / f"{block.notebook}.ipynb")
             missing = [number for number in block.live_exercises if number > len(facts["exercises"])]
             if missing:
-                raise ScheduleError(f"{plan.name}: {block.notebook} has no exercise {missing[0]}.")
+                raise BookError(f"{plan.name}: {block.notebook} has no exercise {missing[0]}.")
             live = [facts["exercises"][number - 1] for number in block.live_exercises]
             minutes = facts["reading"] + facts["execution"] + sum(live)
             detail = (f"{facts['reading']} reading + {facts['execution']} running cells"
@@ -186,7 +165,7 @@ def schedule_rows(plan: Plan, notebooks_dir: Path = NOTEBOOKS_DIR) -> list[dict]
                      "minutes": minutes, "detail": detail})
         start += minutes
     if start > plan.session_minutes:
-        raise ScheduleError(f"{plan.name}: the blocks take {start} minutes, more than the session's "
+        raise BookError(f"{plan.name}: the blocks take {start} minutes, more than the session's "
                             f"{plan.session_minutes}: move a block or an exercise to the homework.")
     return rows
 
@@ -196,7 +175,7 @@ def _clock(minutes: int) -> str:
 
 
 def schedule_markdown(plans=PLANS, notebooks_dir: Path = NOTEBOOKS_DIR) -> str:
-    parts = ["<!-- Written by `python -m scaling_ml.workshop schedule` (make notebooks): the minutes "
+    parts = ["<!-- Written by `python -m tools.workshop schedule` (make notebooks): the minutes "
              "come from the notebooks. -->"]
     for plan in plans:
         rows = schedule_rows(plan, notebooks_dir)
@@ -218,7 +197,7 @@ def write_schedule(path: Path = SCHEDULE_PATH) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scaling_ml.workshop", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tools.workshop", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     learner = commands.add_parser("learner-notebooks", help="write the learners' copies")
@@ -232,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {write_schedule().relative_to(PROJECT_ROOT)}")
             return 0
         written = write_learner_notebooks(arguments.out_dir, overwrite=arguments.overwrite)
-    except (WorkshopError, ScheduleError) as error:
+    except BookError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"wrote {len(written)} learner notebooks to {Path(arguments.out_dir).resolve()}")

@@ -1,10 +1,10 @@
 """Write the book's generated pages from what the build measured.
 
-``python -m scaling_ml.status`` writes
+``python -m tools.status`` writes
 * ``book/status.md``: pinned versions, the machine, each notebook's execution time, every claim;
 * ``book/images/favicon.png``: the site's icon.
 
-``python -m scaling_ml.status --stamp-notebooks`` (run by ``make notebooks``, after executing)
+``python -m tools.status --stamp-notebooks`` (run by ``make notebooks``, after executing)
 writes each notebook's measured execution time into its "Time to learn" line, and the committed
 execution-time table ``book/notebook_times.md`` that the instructor guide includes.
 
@@ -21,33 +21,19 @@ import math
 import re
 from pathlib import Path
 
-from . import PROJECT_ROOT, check, measure, plots
+from scaling_ml import PROJECT_ROOT, BookError, check, measure, notebook_paths, plots
 
-ROOT = PROJECT_ROOT
-NOTEBOOKS_DIR = ROOT / "notebooks"
-BOOK_DIR = ROOT / "book"
+BOOK_DIR = PROJECT_ROOT / "book"
 NOTEBOOK_TIMES = BOOK_DIR / "notebook_times.md"
-NOTEBOOK_GLOBS = ("[0-9][0-9]_*.ipynb", "appendix_*.ipynb")
 # The "Time to learn" paragraph of every notebook, from its marker to the end of the paragraph.
 TIME_TO_LEARN = re.compile(r"\*\*Time to learn\*\*:(?P<text>[^\n]*(?:\n(?!\s*\n)[^\n]*)*)")
 READING = re.compile(r"about (\d+) minutes of reading")
-STATED_EXECUTION = re.compile(r"the notebook took (\d+(?:\.\d)? (?:s|min)) to execute")
 # What every exercise states under its heading ("*About 10 minutes.*").
 EXERCISE_MINUTES = re.compile(r"^\*About (\d+) minutes?\.\*", re.M)
-STATED_EXERCISES = re.compile(r"(\d+) minutes for its (\d+) exercises?")
 
 
 def _parse_time(stamp: str) -> _datetime.datetime:
     return _datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-
-
-def cell_seconds(cell: dict) -> float | None:
-    """Seconds a code cell took when the notebook was last executed (None if not recorded)."""
-    execution = cell.get("metadata", {}).get("execution", {})
-    if "iopub.execute_input" in execution and "shell.execute_reply" in execution:
-        return (_parse_time(execution["shell.execute_reply"])
-                - _parse_time(execution["iopub.execute_input"])).total_seconds()
-    return None
 
 
 def notebook_execution(path: Path) -> dict:
@@ -67,31 +53,14 @@ def notebook_execution(path: Path) -> dict:
             "executed": min(starts).strftime("%Y-%m-%d %H:%M UTC")}
 
 
-def notebook_paths(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
-    """The chapters in order, then the appendices."""
-    return [path for pattern in NOTEBOOK_GLOBS for path in sorted(notebooks_dir.glob(pattern))]
-
-
-def notebook_executions(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[dict]:
-    return [notebook_execution(path) for path in notebook_paths(notebooks_dir)]
+def notebook_executions() -> list[dict]:
+    return [notebook_execution(path) for path in notebook_paths()]
 
 
 def format_duration(seconds: float | None) -> str:
     if seconds is None:
         return "not executed"
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
-
-
-
-def stated_execution_time(notebook: dict) -> str | None:
-    """The execution time a notebook's "Time to learn" line states ("45 s", "2.5 min"), or None."""
-    for cell in notebook["cells"]:
-        if cell["cell_type"] == "markdown":
-            match = TIME_TO_LEARN.search("".join(cell["source"]))
-            if match:
-                stated = STATED_EXECUTION.search(match.group("text"))
-                return stated.group(1) if stated else None
-    return None
 
 
 def exercise_minutes(notebook: dict) -> list[int]:
@@ -101,20 +70,10 @@ def exercise_minutes(notebook: dict) -> list[int]:
         if cell["cell_type"] == "markdown" and "exercise" in cell["metadata"].get("tags", []):
             match = EXERCISE_MINUTES.search("".join(cell["source"]))
             if not match:
-                raise ValueError("every exercise states its minutes under its heading ('*About 10 "
-                                 f"minutes.*'); this one does not: {''.join(cell['source'])[:80]!r}")
+                raise BookError("every exercise states its minutes under its heading ('*About 10 "
+                                f"minutes.*'); this one does not: {''.join(cell['source'])[:80]!r}")
             minutes.append(int(match.group(1)))
     return minutes
-
-
-def stated_exercise_minutes(notebook: dict) -> tuple[int, int] | None:
-    """(minutes, exercises) as the "Time to learn" line states them, or None."""
-    for cell in notebook["cells"]:
-        match = TIME_TO_LEARN.search("".join(cell["source"])) if cell["cell_type"] == "markdown" else None
-        if match:
-            stated = STATED_EXERCISES.search(match.group("text"))
-            return (int(stated.group(1)), int(stated.group(2))) if stated else None
-    return None
 
 
 def time_to_learn_line(reading_minutes: int, seconds: float | None, cores: int,
@@ -130,11 +89,10 @@ def time_to_learn_line(reading_minutes: int, seconds: float | None, cores: int,
             "machine that built the book.")
 
 
-def stamp_notebook(path: Path, cores: int | None = None) -> bool:
-    """Write the notebook's measured execution time into its "Time to learn" line.
-
-    Returns whether the file changed. The reading time stays what the author wrote.
-    """
+def stamp_notebook(path: Path, cores: int | None = None, write: bool = True) -> bool:
+    """Write the notebook's measured execution time (and its exercises' minutes) into its "Time to
+    learn" line. Returns whether the line changed (with ``write=False``: would change). The reading
+    time stays what the author wrote."""
     notebook = json.loads(path.read_text())
     seconds = notebook_execution(path)["seconds"]
     cores = cores or measure.machine_info()["cores"]
@@ -145,24 +103,23 @@ def stamp_notebook(path: Path, cores: int | None = None) -> bool:
             continue
         reading = READING.search(match.group("text"))
         if not reading:
-            raise ValueError(f"{path.name}: its Time to learn line must say 'about N minutes of reading'.")
+            raise BookError(f"{path.name}: its Time to learn line must say 'about N minutes of reading'.")
         line = time_to_learn_line(int(reading.group(1)), seconds, cores, exercise_minutes(notebook))
         new = text[:match.start()] + line + text[match.end():]
-        if new == text:
-            return False
-        lines = new.splitlines(keepends=True)
-        cell["source"] = lines
+        if new == text or not write:
+            return new != text
+        cell["source"] = new.splitlines(keepends=True)
         path.write_text(json.dumps(notebook, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
         return True
-    raise ValueError(f"{path.name} has no '**Time to learn**:' line.")
+    raise BookError(f"{path.name} has no '**Time to learn**:' line.")
 
 
-def stamp_notebooks(notebooks_dir: Path = NOTEBOOKS_DIR, times_path: Path = NOTEBOOK_TIMES) -> list[Path]:
+def stamp_notebooks(times_path: Path = NOTEBOOK_TIMES) -> list[Path]:
     """Stamp every notebook's execution time and write the committed execution-time table."""
-    changed = [path for path in notebook_paths(notebooks_dir) if stamp_notebook(path)]
+    changed = [path for path in notebook_paths() if stamp_notebook(path)]
     times_path.write_text(
-        "<!-- Written by `python -m scaling_ml.status --stamp-notebooks` (make notebooks). -->\n\n"
-        + notebook_times_table(notebook_executions(notebooks_dir)) + "\n")
+        "<!-- Written by `python -m tools.status --stamp-notebooks` (make notebooks). -->\n\n"
+        + notebook_times_table(notebook_executions()) + "\n")
     return [*changed, times_path]
 
 
@@ -220,7 +177,7 @@ def status_page() -> str:
     built = _datetime.datetime.now(_datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""# Status
 
-This page is generated by `python -m scaling_ml.status` each time the book is built
+This page is generated by `python -m tools.status` each time the book is built
 ({built}); nothing on it is typed by hand.
 
 ## The machine that built the book
@@ -258,7 +215,7 @@ def write_pages(book_dir: Path = BOOK_DIR) -> list[Path]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scaling_ml.status", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tools.status", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stamp-notebooks", nargs="*", metavar="NOTEBOOK", default=None,
                         help="write the execution time into these notebooks (default: all of them, "
@@ -272,7 +229,7 @@ def main(argv=None) -> int:
     else:
         paths = stamp_notebooks()
     for path in paths:
-        print(f"wrote {path.relative_to(ROOT)}")
+        print(f"wrote {path.relative_to(PROJECT_ROOT)}")
     return 0
 
 

@@ -2,6 +2,8 @@
 
 Jupyter Book 1 exits 0 when a notebook fails to execute (it only writes a report): this check,
 together with `-W` and `nb_execution_raise_on_error`, makes such a build fail.
+
+    python -m tools.site_check _build/html
 """
 
 from __future__ import annotations
@@ -9,39 +11,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import yaml
-
-ROOT = Path(__file__).resolve().parent.parent
+from scaling_ml import TABLE_OF_CONTENTS, toc_files
 
 
-class SiteError(RuntimeError):
-    """The built site is incomplete; the message names what is missing."""
-
-
-def toc_files(toc_path: Path = ROOT / "_toc.yml") -> list[str]:
-    """Every file of the table of contents, root first, in reading order (without extension)."""
-    toc = yaml.safe_load(Path(toc_path).read_text())
-    files = [toc["root"]]
-
-    def walk(entries):
-        for entry in entries:
-            if "file" in entry:
-                files.append(entry["file"])
-            walk(entry.get("sections", []))
-
-    for part in toc.get("parts", [toc]):
-        walk(part.get("chapters", []))
-    return files
-
-
-def check_site(site: Path, root: Path = ROOT) -> list[str]:
+def check_site(site: Path, toc_path: Path = TABLE_OF_CONTENTS) -> list[str]:
     """Return the problems of a built site (empty when it is complete)."""
     problems = []
     if not (site / "index.html").is_file():
         problems.append(f"{site}/index.html is missing")
     reports = sorted((site / "reports").glob("*.log")) if (site / "reports").is_dir() else []
     problems += [f"notebook execution failed, see {report}" for report in reports]
-    for toc_file in toc_files(root / "_toc.yml"):
+    for toc_file in toc_files(toc_path):
         page = site / f"{toc_file}.html"
         if not page.is_file():
             problems.append(f"no page for {toc_file}")
