@@ -345,3 +345,25 @@ def test_more_iterations_on_a_streamed_table_give_no_measurable_gain(cells, tmp_
             client.close()
     assert correct[2].mean() > 0.7
     assert measure.compare_accuracies(correct[10], correct[2]).endswith(measure.NO_DIFFERENCE)
+
+
+def test_the_benchmark_reclaims_its_claims_from_the_stored_runs(tmp_path):
+    """--reclaim: the claims recomputed from the committed runs are the committed claims; a run whose
+    split gave X and y different rows backs no claim."""
+    import json
+    import shutil
+
+    from benchmarks import dask_collections as benchmark
+    from scaling_ml import measure
+
+    shutil.copy(measure.results_path(benchmark.NAME), tmp_path)
+    stored = measure.load_results(benchmark.NAME, tmp_path)
+    benchmark.reclaim(tmp_path)
+    assert measure.load_results(benchmark.NAME, tmp_path)["claims"] == stored["claims"]
+    gap = stored["claims"][0]
+    assert gap["holds"] and gap["spread"][1] >= max(abs(end) for run in stored["runs"] if run["run"] == "accuracy"
+                                                     for end in run["difference_spread_points"])
+    broken = json.loads(json.dumps(stored["runs"]))
+    broken[0]["same_rows"] = False
+    with pytest.raises(BookError, match="different rows"):
+        benchmark.benchmark_claims(broken)

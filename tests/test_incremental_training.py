@@ -535,3 +535,21 @@ def test_the_chapter_runs_on_an_existing_scheduler(cells, external_scheduler, mo
         monkeypatch.delenv("DASK_SCHEDULER_ADDRESS")
         dask.config.refresh()
     assert np.allclose(incremental.estimator_.coef_, loop.coef_)
+
+
+def test_the_benchmark_reclaims_its_claims_from_the_stored_runs(tmp_path):
+    """--reclaim: the claims recomputed from the committed runs are the committed claims, and the
+    memory claims rest on repeats (a spread), not on one run."""
+    import shutil
+
+    from benchmarks import incremental_training as benchmark
+    from scaling_ml import measure
+
+    shutil.copy(measure.results_path(benchmark.NAME), tmp_path)
+    stored = measure.load_results(benchmark.NAME, tmp_path)
+    benchmark.reclaim(tmp_path)
+    assert measure.load_results(benchmark.NAME, tmp_path)["claims"] == stored["claims"]
+    assert all(claim["holds"] for claim in stored["claims"])
+    memory_claims = [claim for claim in stored["claims"] if "peak" in claim["name"]]
+    assert len(memory_claims) == 4 and all(claim["spread"] for claim in memory_claims)
+    assert stored["settings"]["repeats"] >= 3 and stored["settings"]["seeds"] >= 3
