@@ -88,11 +88,13 @@ render: env ## build _build/html from the committed outputs, executing nothing
 	$(BIN)/jupyter-book build . --config _build_config_render.yml -W -n --keep-going; \
 	  status=$$?; rm -f _build_config_render.yml; exit $$status
 
+# --coalesce-streams: a progress bar's redraws are committed as its final line.
 notebooks: data ## re-execute the notebooks in place and stamp their times (NB=notebooks/NN_x.ipynb: only it)
 	for notebook in $(or $(NB),$(NOTEBOOKS)); do \
 	  echo "executing $$notebook"; \
 	  $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=$(CELL_TIMEOUT) "$$notebook"; \
+	  $(BIN)/jupyter nbconvert --to notebook --inplace --coalesce-streams "$$notebook"; \
 	done
 	$(PY) -m tools.status --stamp-notebooks $(NB)
 	$(PY) -m tools.workshop schedule

@@ -1,6 +1,7 @@
 """Benchmark of chapter 1: the chapter's grid search run four ways on this machine.
 
     .venv/bin/python -m benchmarks.distributed_training          # writes benchmarks/results/ and figs/
+                                                                 # (about 30 min on 2 quiet cores)
     .venv/bin/python -m benchmarks.distributed_training --quick  # smoke run into a temporary folder
 
 It measures the chapter's own code: the pipeline and the grid come from the notebook's cells
@@ -10,11 +11,17 @@ LocalCluster, and the dask backend with the documents scattered the way the chap
 reference to ``client.scatter([X, y], broadcast=True)`` kept for the whole session, then
 ``parallel_config(backend="dask", scatter=[X, y])``). Each set-up is warmed up once on a small
 sample (process start-up and imports are not timed), then timed ``--repeats`` times, the set-ups
-interleaved so that a slow spell of a busy machine hits all of them. Claims, the chapter's own
-sentences: with and without scatter the dask backend takes <= 1.10x the time of n_jobs=-1 (on one
-machine it matches joblib's processes), and scattering saves time. The speed-ups over n_jobs=1
-are reported, not held to a goal: how close two processes get to 2x on two cores depends on the
-machine (caches and memory they share), which the n_jobs=-1 bar measures.
+interleaved so that a slow spell of a busy machine hits all of them.
+
+Claims, each with the spread of its repeats (``measure.ratio_spread``), holding only when the whole
+spread meets the goal: every parallel set-up is faster than n_jobs=1. The chapter's two comparisons
+(the dask backend against joblib's own processes, scatter against none) are not claims: the chapter
+prints them with their spreads (``distributed_training.describe_benchmark``) and calls them a
+difference only when the spread excludes none. The speed-ups are not held to an absolute goal: how
+close two processes get to 2x on two cores depends on the machine (caches and memory they share),
+which the n_jobs=-1 bar measures.
+
+    .venv/bin/python -m benchmarks.distributed_training --reclaim  # claims and figure from the stored runs
 
 Process memory settings (see chapter 2): the cluster starts first, and its nanny leaves Dask's
 MALLOC_TRIM_THRESHOLD_=65536 in this process's environment, so joblib's n_jobs=-1 processes,
@@ -41,13 +48,13 @@ from sklearn.base import clone
 from sklearn.datasets import fetch_20newsgroups
 from sklearn.model_selection import GridSearchCV, ParameterGrid
 
-from scaling_ml import BookError, cluster, measure
+from scaling_ml import BookError, cluster, measure, plots
 from scaling_ml import distributed_training as chapter
 
 N_WORKERS = 2
 FOLDS = 3
-# The four set-ups, in the order of the chapter (and of the figure).
-MODES = ("n_jobs=1", "n_jobs=-1", "dask", "dask + scatter")
+MODES = chapter.MODES
+FIGURE = f"{chapter.NAME}_speedup"
 
 
 @functools.cache
@@ -125,42 +132,43 @@ def summarise(runs: list[dict], baseline: str = "n_jobs=1") -> pd.DataFrame:
     return table.round(2)
 
 
-def benchmark_claims(table: pd.DataFrame) -> list[measure.Claim]:
-    """The chapter's claims about the dask backend, from :func:`summarise`'s table.
+def benchmark_claims(runs: list[dict]) -> list[measure.Claim]:
+    """The chapter's claim about the set-ups, from the raw repeats: each parallel set-up is faster
+    than n_jobs=1, beyond the spread of the repeats.
 
-    Both dask set-ups are held to the n_jobs=-1 comparison (the machine's own parallel speed), and
-    a last claim checks that scattering is what saves the time. No absolute speed-up goal: joblib's
-    own processes reached 1.86x on one 2-core machine and 1.69x on another, so such a goal would
-    measure the machine rather than Dask.
+    The comparisons the chapter prints beside them (dask backend against n_jobs=-1, scatter against
+    none) are not claims: the chapter prints each with its spread and words it from that spread
+    (``distributed_training.describe_benchmark``), "no difference measured here" when it includes 1.
     """
-    missing = [mode for mode in MODES if mode not in table.index]
-    if missing:
-        raise BookError(
-            f"The claims need all four modes; the runs lack {missing}: time them with "
-            "time_modes(..., modes=MODES)."
-        )
-    seconds = table["median s"]
-    return [
-        measure.Claim("dask + scatter: time / n_jobs=-1 time",
-                      round(float(seconds["dask + scatter"] / seconds["n_jobs=-1"]), 3),
-                      "ratio", 1.10, "<="),
-        measure.Claim("dask (documents sent with every task): time / n_jobs=-1 time",
-                      round(float(seconds["dask"] / seconds["n_jobs=-1"]), 3), "ratio", 1.10, "<="),
-        measure.Claim("scatter saves time: dask time / dask + scatter time",
-                      round(float(seconds["dask"] / seconds["dask + scatter"]), 3), "ratio", 1.0, ">"),
-    ]
+    try:
+        table = chapter.speedups(runs)
+    except BookError as error:
+        raise BookError(f"The claims need all four modes: {error}") from None
+    return [measure.Claim(f"{mode} faster than n_jobs=1 (speed-up)", round(float(row["speed-up"]), 3),
+                          "x", 1.0, ">", spread=[round(float(row["speed-up low"]), 3),
+                                                 round(float(row["speed-up high"]), 3)])
+            for mode, row in table.iterrows() if mode != "n_jobs=1"]
 
 
-def reclaim(results_dir=None) -> tuple[Path, Path]:
-    """Recompute the stored document's summary and claims from its runs, and redraw its figure."""
+def save_figure(document: dict, figures_dir=None) -> Path:
+    """figs/distributed_training_speedup.png: this script is its only writer."""
+    import matplotlib.pyplot as plt
+
+    figure = chapter.plot_speedup(document)
+    path = plots.save_figure(figure, FIGURE, figures_dir)
+    plt.close(figure)
+    return path
+
+
+def reclaim(results_dir=None, figures_dir=None) -> tuple[Path, Path]:
+    """Recompute the stored document's summary and claims from its runs, and redraw its figure
+    (beside the results when they are read from elsewhere than benchmarks/results/)."""
+    figures_dir = figures_dir or results_dir
     document = measure.load_results(chapter.NAME, results_dir)
-    table = summarise(document["runs"])
-    document["summary"] = table.reset_index().to_dict(orient="records")
-    document["claims"] = [asdict(claim) for claim in benchmark_claims(table)]
+    document["summary"] = summarise(document["runs"]).reset_index().to_dict(orient="records")
+    document["claims"] = [asdict(claim) for claim in benchmark_claims(document["runs"])]
     path = measure.write_document(chapter.NAME, document, results_dir)
-    _, figure_path = chapter.plot_speedup(measure.load_results(chapter.NAME, results_dir),
-                                          figures_dir=results_dir)
-    return path, figure_path
+    return path, save_figure(measure.load_results(chapter.NAME, results_dir), figures_dir)
 
 
 def main(argv=None) -> int:
@@ -212,15 +220,15 @@ def main(argv=None) -> int:
 
     table = summarise(runs)
     print(table.to_string())
-    claims = benchmark_claims(table)
+    claims = benchmark_claims(runs)
     path = measure.write_results(
         chapter.NAME, claims=claims, runs=runs, results_dir=results_dir,
         extra={"workload": {"categories": categories, "documents": len(X), "candidates": candidates,
                             "folds": FOLDS, "n_workers": N_WORKERS, "threads_per_worker": 1,
                             "warm_up_documents": len(warm_up[0])},
                "summary": table.reset_index().to_dict(orient="records")})
-    _, figure_path = chapter.plot_speedup(measure.load_results(chapter.NAME, results_dir),
-                                          figures_dir=figures_dir)
+    figure_path = save_figure(measure.load_results(chapter.NAME, results_dir), figures_dir)
+    print(chapter.describe_benchmark(measure.load_results(chapter.NAME, results_dir)))
     for claim in claims:
         print(measure.format_claim(claim))
     print(f"wrote {path} and {figure_path}")

@@ -16,8 +16,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import PROJECT_ROOT, cluster, data, measure
+from . import PROJECT_ROOT, BookError, cluster, data, measure
 
+# The pins: requirements.txt beside the book's package (in a clone, or in a workshop handout that
+# has the package, as book/instructor_guide.md lists it).
 REQUIREMENTS = PROJECT_ROOT / "requirements.txt"
 # Packages that must be identical on the client and every worker for pickled estimators to load,
 # by the name each is imported with (what distributed's version report uses).
@@ -57,8 +59,13 @@ def read_pins(requirements: str | os.PathLike = REQUIREMENTS, here_only: bool = 
     """
     from packaging.requirements import InvalidRequirement, Requirement
 
+    requirements = Path(requirements)
+    if not requirements.is_file():
+        raise BookError(
+            f"No {requirements.name} at {requirements}, so there are no pins to compare the "
+            f"installed packages with: {missing_requirements_fix(requirements)}.")
     pins = {}
-    for line in Path(requirements).read_text().splitlines():
+    for line in requirements.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if not line or line.startswith("-"):
             continue
@@ -84,6 +91,23 @@ def check_python(version_info=sys.version_info) -> CheckResult:
     return CheckResult("python", ok, found,
                        f"the pinned packages need Python {minimum} or newer: create the book's "
                        f"environment with one (python{minimum} -m venv .venv, or conda's environment.yml)")
+
+
+def missing_requirements_fix(requirements: Path) -> str:
+    return (f"copy the book's requirements.txt into {requirements.parent}, beside the scaling_ml "
+            "folder (the instructor guide lists what a workshop handout holds), or work in a clone "
+            "of the book's repository")
+
+
+def check_pinned_packages(requirements: str | os.PathLike = REQUIREMENTS) -> list[CheckResult]:
+    """One line per pinned package; one FAIL line naming the fix when the pins cannot be read."""
+    requirements = Path(requirements)
+    try:
+        pins = read_pins(requirements, here_only=True)
+    except BookError:
+        return [CheckResult("pinned versions", False, f"no requirements.txt at {requirements}",
+                            missing_requirements_fix(requirements))]
+    return check_pins(pins)
 
 
 def check_pins(pins: dict[str, str], installed=None) -> list[CheckResult]:
@@ -202,7 +226,7 @@ def check_worker_packages(client, packages=WORKER_PACKAGES) -> list[CheckResult]
 
 
 def run_checks(start_cluster: bool = True) -> list[CheckResult]:
-    results = [check_python(), *check_pins(read_pins(here_only=True)), check_newsgroups(), *check_resources(),
+    results = [check_python(), *check_pinned_packages(), check_newsgroups(), *check_resources(),
                check_dashboard_port()]
     if start_cluster:
         results.extend(check_cluster())

@@ -7,7 +7,7 @@ Chapter 0 writes the cluster out in full, and this is exactly that code::
         client = Client(scheduler_address)
     else:                                 # a cluster on this machine
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
-                               dashboard_address="127.0.0.1:8787")
+                               dashboard_address="127.0.0.1:8787", silence_logs=logging.CRITICAL)
         client = Client(cluster)
 
 plus what a learner should not have to type:
@@ -127,11 +127,14 @@ def probe_scheduler(address: str, timeout: float = 10) -> None:
 
 
 def local_cluster_options(n_workers: int = DEFAULT_N_WORKERS, threads_per_worker: int = 1,
-                          memory_limit: str | int | None = "auto", **options) -> dict:
+                          **options) -> dict:
     """Keyword arguments for a LocalCluster that listens on 127.0.0.1 only.
 
-    One single-threaded worker process per core: scikit-learn estimators hold Python's GIL in
-    much of their code, so processes, not threads, give real parallelism.
+    Single-threaded worker processes: scikit-learn's Python code (chapter 1's tokenizer, say) holds
+    Python's GIL, so processes, not threads, run it at the same time. Without ``memory_limit`` in
+    ``options`` each worker gets LocalCluster's default, the machine's memory divided among the
+    workers, as in chapter 0's cell (an explicit ``memory_limit="auto"`` would give each worker its
+    threads' share of the machine's cores instead).
     """
     from . import require_positive_int
 
@@ -144,8 +147,7 @@ def local_cluster_options(n_workers: int = DEFAULT_N_WORKERS, threads_per_worker
     # with client.get_worker_logs(); pass silence_logs=logging.WARNING to see them as they come.
     options.setdefault("silence_logs", logging.CRITICAL)
     return dict(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
-                memory_limit=memory_limit, host=LOOPBACK,
-                dashboard_address=f"{LOOPBACK}:{dashboard_port}", **options)
+                host=LOOPBACK, dashboard_address=f"{LOOPBACK}:{dashboard_port}", **options)
 
 
 def get_client(address: str | None = None, timeout: float = 10, local: bool = False,
@@ -191,7 +193,7 @@ def describe(client: Client) -> str:
     """One line a notebook can print: how many workers and threads, without addresses."""
     workers = client.scheduler_info()["workers"].values()
     threads = sum(worker["nthreads"] for worker in workers)
-    return f"{len(workers)} workers, {threads} threads"
+    return f"{len(workers)} worker{'s' * (len(workers) != 1)}, {threads} thread{'s' * (threads != 1)}"
 
 
 @contextlib.contextmanager

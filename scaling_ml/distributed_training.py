@@ -3,8 +3,10 @@
 The notebook writes the lesson in its own cells: the pipeline, the grid, ``GridSearchCV``,
 ``joblib.parallel_config(backend="dask", scatter=...)``, ``client.scatter`` and
 ``pd.DataFrame(search.cv_results_)``. This module holds a check of the topic names with a clear
-error, the chapter's figures, and the sentence that reads the benchmark's numbers back. Timing the
-search four ways and the benchmark's claims live in ``benchmarks/distributed_training.py``.
+error, the chapter's figures, and the sentence that reads the benchmark's numbers back, with the
+spread of its repeats. Timing the search four ways and the benchmark's claims live in
+``benchmarks/distributed_training.py``, which alone writes ``figs/distributed_training_speedup.png``:
+the figures drawn here are returned, never saved, so running the chapter changes no file.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from . import BookError, plots
+from . import BookError, measure, plots
 
 NAME = "distributed_training"
 
@@ -29,23 +31,28 @@ ALL_CATEGORIES = (
 # The grid's parameters as cv_results_ names them, for the scores figure.
 SCORE_COLUMNS = ("param_clf__alpha", "param_tfidf__norm", "param_tfidf__use_idf",
                  "mean_test_score", "std_test_score")
+# The benchmark's four set-ups, in the order of the chapter (and of the figure).
+MODES = ("n_jobs=1", "n_jobs=-1", "dask", "dask + scatter")
 
 
-def check_categories(categories) -> list[str]:
-    """Return ``categories`` as a list after checking every name is a 20 Newsgroups topic.
+def check_categories(categories) -> list[str] | None:
+    """Return ``categories`` as a list after checking every name is a 20 Newsgroups topic; ``None``
+    (all 20 topics, as ``fetch_20newsgroups`` reads it) is returned as it is.
 
     scikit-learn's own message for a misspelt topic is ``'sci.spaces' is not in list``; this one
     names the closest topic and lists them all.
     """
+    if categories is None:
+        return None
     if isinstance(categories, str):
         raise BookError(
             f"categories must be a list of topic names, got the single string {categories!r}: "
             f"write [{categories!r}]."
         )
-    if categories is None or not isinstance(categories, Sequence) or len(categories) == 0:
+    if not isinstance(categories, Sequence) or len(categories) == 0:
         raise BookError(
-            f"categories must be a non-empty list of topic names, got {categories!r}; for example "
-            "['alt.atheism', 'sci.space']."
+            f"categories must be a non-empty list of topic names (or None for all 20), got "
+            f"{categories!r}; for example ['alt.atheism', 'sci.space']."
         )
     categories = list(categories)
     unknown = [name for name in categories if name not in ALL_CATEGORIES]
@@ -64,19 +71,8 @@ def check_categories(categories) -> list[str]:
     return categories
 
 
-def _save_and_close(figure, name: str, figures_dir, save: bool):
-    """Save as figs/<name>.png and close it, so a notebook shows the saved file once, not twice."""
-    if not save:
-        return None
-    import matplotlib.pyplot as plt
-
-    path = plots.save_figure(figure, name, figures_dir)
-    plt.close(figure)
-    return path
-
-
-def draw_pipeline(save: bool = True, figures_dir=None):
-    """Boxes and arrows of the pipeline (raw text -> three steps -> predicted topic): figs/pipeline.png."""
+def draw_pipeline():
+    """Boxes and arrows of the pipeline (raw text -> three steps -> predicted topic), as a figure."""
     import matplotlib.patches as patches
 
     figure, ax = plots.new_figure(width=9.5, height=2.2)
@@ -84,7 +80,7 @@ def draw_pipeline(save: bool = True, figures_dir=None):
     ax.grid(False)
     boxes = [
         ("raw text\n(list of str)", None, "#FFFFFF"),
-        ("HashingVectorizer", "words -> sparse\ncounts, no vocabulary", plots.COLOURS[0]),
+        ("HashingVectorizer", "words -> hashed\ncounts, no vocabulary", plots.COLOURS[0]),
         ("TfidfTransformer", "counts -> tf-idf\nweights", plots.COLOURS[1]),
         ("SGDClassifier", "linear model,\nmax_iter=1000", plots.COLOURS[2]),
         ("topic", None, "#FFFFFF"),
@@ -111,10 +107,10 @@ def draw_pipeline(save: bool = True, figures_dir=None):
     ax.set_xlim(-0.1, total_width + 0.1)
     ax.set_ylim(-0.15, height + 0.5)
     ax.set_aspect("equal")
-    return figure, _save_and_close(figure, "pipeline", figures_dir, save)
+    return figure
 
 
-def plot_scores(cv_results, save: bool = True, figures_dir=None):
+def plot_scores(cv_results):
     """Mean CV accuracy of each candidate of the chapter's grid, grouped by alpha, one bar per
     (norm, use_idf), with the standard deviation over folds as error bars.
 
@@ -146,52 +142,95 @@ def plot_scores(cv_results, save: bool = True, figures_dir=None):
     ax.set_title("Grid search: accuracy of each candidate (error bar: std over folds)")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize="small", ncols=2,
               frameon=False)
-    return figure, _save_and_close(figure, f"{NAME}_scores", figures_dir, save)
+    return figure
 
 
 # --- the benchmark's numbers, read back --------------------------------------------------------
 
-def benchmark_summary(document: Mapping) -> pd.DataFrame:
-    """The benchmark's summary (median seconds and speed-up over n_jobs=1 per set-up) as a table."""
-    needed = {"summary", "workload", "machine"}
+def speedups(runs) -> pd.DataFrame:
+    """Per set-up: the median, min and max seconds of its repeats, and its speed-up over n_jobs=1
+    (median / median) with the spread of the repeats (``measure.ratio_spread``)."""
+    frame = pd.DataFrame(list(runs))
+    found = set(frame["mode"]) if "mode" in frame else set()
+    missing = [mode for mode in MODES if mode not in found]
+    if missing:
+        raise BookError(
+            f"The benchmark's runs lack the set-ups {missing}: run `python -m benchmarks.{NAME}` again.")
+    seconds = {mode: frame.loc[frame["mode"] == mode, "seconds"].tolist() for mode in MODES}
+    rows = []
+    for mode in MODES:
+        low, high = measure.ratio_spread(seconds["n_jobs=1"], seconds[mode])
+        rows.append({"mode": mode, "median s": measure.median(seconds[mode]), "min s": min(seconds[mode]),
+                     "max s": max(seconds[mode]), "repeats": len(seconds[mode]),
+                     "speed-up": measure.median(seconds["n_jobs=1"]) / measure.median(seconds[mode]),
+                     "speed-up low": low, "speed-up high": high})
+    return pd.DataFrame(rows).set_index("mode")
+
+
+def time_ratio(runs, mode: str, other: str) -> tuple[float, list[float]]:
+    """``mode``'s median time over ``other``'s, and the spread of that ratio over the repeats."""
+    frame = pd.DataFrame(list(runs))
+    seconds = {name: frame.loc[frame["mode"] == name, "seconds"].tolist() for name in (mode, other)}
+    return (measure.median(seconds[mode]) / measure.median(seconds[other]),
+            measure.ratio_spread(seconds[mode], seconds[other]))
+
+
+def compare(ratio: float, spread, mode: str, other: str) -> str:
+    """``mode`` against ``other`` in words: a difference only when the spread excludes 1."""
+    if spread[0] > 1:
+        verdict = f"{mode} is slower"
+    elif spread[1] < 1:
+        verdict = f"{mode} is faster"
+    else:
+        verdict = "no difference measured here"
+    return (f"{mode} took {ratio:.2f}x the time of {other} (over the repeats {spread[0]:.2f} to "
+            f"{spread[1]:.2f}x): {verdict}")
+
+
+def check_document(document: Mapping) -> Mapping:
+    needed = {"runs", "workload", "machine"}
     if not isinstance(document, Mapping) or not needed <= set(document):
         raise BookError(
             f"Expected the result document of benchmarks/{NAME}.py (keys {sorted(needed)}); "
             f"read it with measure.load_results({NAME!r}), or run the benchmark first."
         )
-    table = pd.DataFrame(document["summary"]).set_index("mode")
-    missing = {"n_jobs=1", "n_jobs=-1", "dask", "dask + scatter"} - set(table.index)
-    if missing:
-        raise BookError(
-            f"The benchmark's summary lacks the set-ups {sorted(missing)}: run the benchmark again.")
-    return table
+    return document
 
 
 def describe_benchmark(document: Mapping) -> str:
-    """The benchmark's result in one sentence: workload, speed-ups, and how the set-ups compare."""
-    table = benchmark_summary(document)
-    workload, seconds = document["workload"], table["median s"]
-    repeats = int(table["repeats"].min())
-    speedups = ", ".join(f"{mode} {table.loc[mode, 'speed-up']:.2f}x" for mode in table.index
-                         if mode != "n_jobs=1")
-    return (
-        f"On {workload['documents']:,} documents ({workload['candidates']} candidates x "
-        f"{workload['folds']} folds, median of {repeats} runs, {workload['n_workers']} workers on "
-        f"{document['machine']['cores']} cores), speed-up over n_jobs=1: {speedups}. "
-        f"dask + scatter took {seconds['dask + scatter'] / seconds['n_jobs=-1']:.2f}x the time of "
-        f"n_jobs=-1 and {seconds['dask + scatter'] / seconds['dask']:.2f}x the time of dask "
-        "without scatter."
-    )
+    """The benchmark's result in words: the workload, each set-up's speed-up over n_jobs=1 with the
+    spread of its repeats, and the two comparisons the chapter makes, each called a difference only
+    when its spread excludes none."""
+    check_document(document)
+    table = speedups(document["runs"])
+    workload, runs = document["workload"], document["runs"]
+    lines = [f"{workload['documents']:,} documents, {workload['candidates']} candidates x "
+             f"{workload['folds']} folds, {int(table['repeats'].min())} runs of each set-up, "
+             f"{workload['n_workers']} workers on {document['machine']['cores']} cores.",
+             "Speed-up over n_jobs=1, median (lowest to highest over the runs):"]
+    lines += [f"  {mode:<15} {row['speed-up']:.2f}x ({row['speed-up low']:.2f} to {row['speed-up high']:.2f})"
+              for mode, row in table.iterrows() if mode != "n_jobs=1"]
+    for mode, other in [("dask + scatter", "n_jobs=-1"), ("dask", "dask + scatter")]:
+        lines.append(compare(*time_ratio(runs, mode, other), mode, other) + ".")
+    return "\n".join(lines)
 
 
-def plot_speedup(document: Mapping, save: bool = True, figures_dir=None):
-    """Speed-up of each set-up over n_jobs=1 (median of the benchmark's repeats), with the ideal
-    (one fit per worker at all times) as a dashed line: figs/distributed_training_speedup.png."""
-    table = benchmark_summary(document)
+def plot_speedup(document: Mapping):
+    """Speed-up of each set-up over n_jobs=1 (median of the benchmark's repeats, the bar's whisker
+    spanning the spread of the repeats), with the ideal (one fit per worker at all times) as a
+    dashed line. Returns the figure; the benchmark saves it as figs/distributed_training_speedup.png."""
+    check_document(document)
+    table = speedups(document["runs"])
     ideal = min(document["workload"]["n_workers"], document["machine"]["cores"])
     workload = document["workload"]
+    errors = [list(table["speed-up"] - table["speed-up low"]), list(table["speed-up high"] - table["speed-up"])]
     ax = plots.plot_speedup(list(table.index), list(table["speed-up"]),
-                            f"Grid search speed-up over n_jobs=1, {workload['documents']:,} documents "
-                            "(median of repeats)", ideal=ideal)
-    ax.set_ylim(0, ideal * 1.15)
-    return ax.figure, _save_and_close(ax.figure, f"{NAME}_speedup", figures_dir, save)
+                            f"Grid search speed-up over n_jobs=1, {workload['documents']:,} documents\n"
+                            "(median of the repeats; whiskers: their range)", ideal=ideal,
+                            errors=errors)
+    for label, speedup in zip(ax.texts, table["speed-up"]):  # inside the bar, clear of its whisker
+        label.xy = (label.xy[0], speedup / 2)
+        label.set_verticalalignment("center")
+        label.set_backgroundcolor("white")
+    ax.set_ylim(0, max(ideal, float(table["speed-up high"].max())) * 1.15)
+    return ax.figure

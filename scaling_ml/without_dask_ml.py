@@ -119,14 +119,15 @@ def _compute_interval(task: dict):
     return min(span["start"] for span in spans), max(span["stop"] for span in spans)
 
 
-def _busy_time(intervals) -> float:
-    """Seconds covered by the union of ``(start, stop)`` intervals."""
-    covered, reach = 0.0, float("-inf")
+def _merged(intervals) -> list[list[float]]:
+    """The union of ``(start, stop)`` intervals, as disjoint ``[start, stop]`` pairs in order."""
+    merged: list[list[float]] = []
     for start, stop in sorted(intervals):
-        if stop > reach:
-            covered += stop - max(start, reach)
-            reach = stop
-    return covered
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], stop)
+        else:
+            merged.append([start, stop])
+    return merged
 
 
 def busy_by_round(tasks, n_threads: int, calls_per_round=None) -> list[dict]:
@@ -185,15 +186,10 @@ def busy_by_round(tasks, n_threads: int, calls_per_round=None) -> list[dict]:
         by_worker: dict = {}
         for task_start, task_stop, _, worker in group:
             by_worker.setdefault(worker, []).append((task_start, task_stop))
-        busy = sum(_busy_time(intervals) for intervals in by_worker.values())
-        events = []
+        busy, events = 0.0, []
         for intervals in by_worker.values():
-            merged = []
-            for interval_start, interval_stop in sorted(intervals):
-                if merged and interval_start <= merged[-1][1]:
-                    merged[-1][1] = max(merged[-1][1], interval_stop)
-                else:
-                    merged.append([interval_start, interval_stop])
+            merged = _merged(intervals)
+            busy += sum(b - a for a, b in merged)
             events += [(a, 1) for a, _ in merged] + [(b, -1) for _, b in merged]
         running = most = 0
         for _, change in sorted(events):

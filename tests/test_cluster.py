@@ -215,3 +215,55 @@ def test_captured_logs_keep_records_and_restore_the_logger():
         logger.info("not kept")
     assert [record.getMessage() for record in records] == ["worker w1 restarted"]
     assert logger.level == logging.CRITICAL and logger.handlers == handlers and logger.propagate
+
+
+def test_without_a_memory_limit_each_worker_gets_its_share_of_the_machine():
+    """As chapter 0's LocalCluster(...) does: the machine's memory divided among the workers (an
+    explicit memory_limit="auto" would divide it among the cores instead)."""
+    from distributed.system import MEMORY_LIMIT
+
+    assert "memory_limit" not in cluster.local_cluster_options()
+    with dask.config.set({"scheduler-address": None}):
+        with cluster.get_client(n_workers=1) as client:
+            [worker] = client.scheduler_info()["workers"].values()
+    assert worker["memory_limit"] == MEMORY_LIMIT
+
+
+# ---- chapter 0's `# Scale up:` comments, run at this machine's size ---------------------------
+
+@pytest.mark.scale_up("00_setup", "n_workers is the number of processes")
+def test_chapter_0_starts_one_single_threaded_worker_per_core(monkeypatch, capsys):
+    from tests.notebook_cells import run_cells
+
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "")
+    cores = os.cpu_count()
+    with dask.config.set({"scheduler-address": None}):
+        namespace = run_cells("00_setup", ["cell-08", "cell-10"],
+                              replace={"n_workers=2,": f"n_workers={cores},"})
+    try:
+        assert f"{cores} workers, {cores} threads" in capsys.readouterr().out
+        assert namespace["cluster"] is not None  # a LocalCluster of this notebook's own
+    finally:
+        run_cells("00_setup", ["cell-22"], namespace)
+    assert namespace["cluster"].status.name == "closed"
+
+
+@pytest.mark.scale_up("00_setup", "a larger shape (same chunks)")
+def test_chapter_0_a_larger_array_gives_more_tasks_spread_over_every_worker(capsys):
+    from tests.notebook_cells import run_cells
+
+    with dask.config.set({"scheduler-address": None}):
+        namespace = run_cells("00_setup", ["cell-08"])
+    try:
+        run_cells("00_setup", ["cell-13", "cell-15", "cell-17"], namespace,
+                  replace={"random((20_000, 2_000), chunks=": "random((40_000, 2_000), chunks="})
+        array, client = namespace["random_numbers"], namespace["client"]
+        assert array.numblocks == (20, 1) and array.chunksize == (2_000, 2_000)  # twice the chunks
+        chunk_keys = {key for row in array.__dask_keys__() for key in row}
+        chunks_per_worker = {worker: len(chunk_keys.intersection(keys))
+                             for worker, keys in client.has_what().items()}
+        assert len(chunks_per_worker) == 2 and all(chunks_per_worker.values()), chunks_per_worker
+        assert sum(chunks_per_worker.values()) == 20
+        assert "(2000,) 0.5" in capsys.readouterr().out  # the chapter's column means, as before
+    finally:
+        run_cells("00_setup", ["cell-22"], namespace)

@@ -75,6 +75,8 @@ def _check_the_cluster_is_site_like(running: lanes.NamespacedCluster, workers_pr
     return seen
 
 
+@pytest.mark.scale_up("00_setup", "set DASK_SCHEDULER_ADDRESS")
+@pytest.mark.scale_up("01_distributed_training", "set DASK_SCHEDULER_ADDRESS")
 def test_notebooks_on_workers_in_their_own_network_namespaces():
     start = time.perf_counter()
     lines = []

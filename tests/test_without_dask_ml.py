@@ -166,7 +166,7 @@ def test_blocks_that_split_the_columns_are_a_clear_error(cells):
 @pytest.mark.scale_up("07_without_dask_ml", "2_000_000_000 rows")
 @pytest.mark.scale_up("07_without_dask_ml", "blocks of 1-5 million rows")
 def test_ten_times_the_rows_in_blocks_of_millions_only_the_scores_reach_the_notebook(cells, client):
-    """The notebook's scores at 10x its rows (960 MB of features) in 5-million-row blocks: the
+    """The notebook's scores at 10x its rows (640 MB of features) in 5-million-row blocks: the
     same numbers as ParallelPostFit's, while this process (the notebook) grows by far less than
     the data."""
     model = cells["model"]
@@ -253,7 +253,7 @@ def test_the_search_features_have_the_scales_the_chapter_states(cells):
                         scheduler="synchronous")
     deviations = X.std(axis=0)
     assert X.shape[1] == cells["N_FEATURES"] == 50
-    assert 0.09 < deviations.min() < 0.11 and 28 < deviations.max() < 33  # "from 0.1 to 30"
+    assert 0.09 < deviations.min() < 0.11 and 28 < deviations.max() < 33  # "from 0.1 to about 32"
     assert 0.4 < y.mean() < 0.6
     # The halving search's last round fits on every row: 27 * an integer rows in all.
     assert (cells["N_BLOCKS"] * cells["ROWS_PER_BLOCK"]) % cells["MAX_ITER"] == 0
@@ -276,8 +276,9 @@ def test_the_objective_reports_every_call_and_can_be_pruned(cells, search_data):
     for trial in study.trials:
         steps = sorted(trial.intermediate_values)
         assert steps == list(range(1, len(steps) + 1))
-        assert (len(steps) == 9) == (trial.state == optuna.trial.TrialState.COMPLETE)
-        # Pruned only at the pruner's rungs, 1, 3 and 9 calls.
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            assert len(steps) == 9
+        # Pruned only at the pruner's rungs, 1, 3 and 9 calls (at 9, after the last call).
         if trial.state == optuna.trial.TrialState.PRUNED:
             assert steps[-1] in (1, 3, 9)
 

@@ -3,14 +3,14 @@
 Every failure the chapter shows is caused, diagnosed and fixed in the notebook's own cells
 (``client.scatter``, killing a worker, ``client.get_worker_logs()``, the functions the workers
 run). What is left here is what a reader need not learn: reading ``benchmarks/results/
-failure_modes.json`` back as tables, with clear errors, and drawing the chunk-overhead figure.
+when_scaling_goes_wrong.json`` back as tables, with clear errors, and drawing the chunk-overhead figure.
 """
 
 from __future__ import annotations
 
 from scaling_ml import BookError, measure, plots
 
-BENCHMARK_NAME = "failure_modes"
+BENCHMARK_NAME = "when_scaling_goes_wrong"
 # The columns each case's runs must have, for the tables and the figure.
 CASE_COLUMNS = {
     "6": ("variant", "data_mb", "tasks", "seconds", "repeats"),
@@ -20,7 +20,7 @@ CASE_COLUMNS = {
 
 
 def load_results(results_dir=None) -> dict:
-    """The benchmark's result document (``benchmarks/results/failure_modes.json``)."""
+    """The benchmark's result document (``benchmarks/results/when_scaling_goes_wrong.json``)."""
     return measure.load_results(BENCHMARK_NAME, results_dir)
 
 
@@ -33,14 +33,14 @@ def runs_table(document: dict, case: str):
     runs = [run for run in document.get("runs", []) if run.get("case") == case]
     if not runs:
         raise BookError(
-            f"No runs for case {case!r} in the results: run `python -m benchmarks.failure_modes` "
+            f"No runs for case {case!r} in the results: run `python -m benchmarks.when_scaling_goes_wrong` "
             "(or `make bench`) to measure it.")
     # Per run: a DataFrame of runs with and without a field would fill the gaps with NaN.
     missing = [column for column in CASE_COLUMNS[case] if any(column not in run for run in runs)]
     if missing:
         raise BookError(
             f"The runs of case {case!r} lack {missing}: the results file is from an older "
-            "benchmark; run `python -m benchmarks.failure_modes` again.")
+            "benchmark; run `python -m benchmarks.when_scaling_goes_wrong` again.")
     return pd.DataFrame(runs).drop(columns=["case"])
 
 
