@@ -6,7 +6,8 @@ possible model is: ``N_NUMERIC`` standard-normal columns weighted by :data:`NUME
 (half of them are noise), plus an effect per ``region`` (:data:`REGION_EFFECTS`, in the order of
 :data:`REGIONS`) and per ``plan`` (:data:`PLAN_EFFECTS`, in the order of :data:`PLANS`).
 
-The chapter writes its parquet files under :data:`DATA_FOLDER` (``_build/data``, not committed).
+The chapter writes its parquet files under :data:`DATA_FOLDER` (``_build/data/04_dask_collections``,
+not committed), which it empties when it starts and removes when its kernel stops.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ PLANS = ["basic", "standard", "premium"]
 NUMERIC_WEIGHTS = np.array([1.0, -0.8, 0.6, -0.4, 0.3, 0.2] + [0.0] * (N_NUMERIC - 6))
 REGION_EFFECTS = np.array([0.4, -0.3, 0.0, 0.2, -0.5])
 PLAN_EFFECTS = np.array([0.5, 0.0, -0.6])
-# A scratch folder for the chapter's parquet files, as a string: dask.dataframe reads and writes
-# local paths and fsspec URLs ("s3://bucket/churn", with s3fs installed) alike.
-DATA_FOLDER = str(PROJECT_ROOT / "_build" / "data")
+# The chapter's scratch folder for its parquet files, as a string: dask.dataframe reads and writes
+# local paths and fsspec URLs ("s3://bucket/churn", with s3fs installed) alike. On disk inside the
+# project rather than in the temporary directory, which is memory on many systems (tmpfs): the
+# chapter's larger-than-memory table would fill it.
+DATA_FOLDER = str(PROJECT_ROOT / "_build" / "data" / "04_dask_collections")
 
 
 def check_table_size(n_rows, rows_per_partition) -> None:
@@ -47,17 +50,14 @@ def require_columns(frame, columns) -> None:
             "spelling, or the `columns=` you read the parquet files with.")
 
 
-def best_possible_accuracy(table: pd.DataFrame) -> float:
-    """Accuracy of the true model on ``table`` (a pandas DataFrame of the churn table).
-
-    The true model predicts 1 where its logit is positive; no estimator can do better on average,
-    so a model scoring close to this on the same rows has learned all there is to learn.
-    """
+def true_model_predictions(table: pd.DataFrame) -> np.ndarray:
+    """The true model's prediction (0 or 1) for every row of ``table``, a pandas DataFrame of the
+    churn table: 1 where the logit the labels were drawn from is positive."""
     if not isinstance(table, pd.DataFrame):
         raise BookError(
-            f"best_possible_accuracy takes a pandas DataFrame, got {type(table).__name__}: "
+            f"The true model scores a pandas DataFrame, got {type(table).__name__}: "
             "call .compute() on a (small) dask dataframe first.")
-    require_columns(table, [*NUMERIC_COLUMNS, *CATEGORICAL_COLUMNS, TARGET])
+    require_columns(table, [*NUMERIC_COLUMNS, *CATEGORICAL_COLUMNS])
     region = pd.Categorical(table["region"].astype(object), categories=REGIONS).codes
     plan = pd.Categorical(table["plan"].astype(object), categories=PLANS).codes
     if (region < 0).any() or (plan < 0).any():
@@ -65,7 +65,18 @@ def best_possible_accuracy(table: pd.DataFrame) -> float:
             f"Unknown region or plan in the table (expected {REGIONS} and {PLANS}): was it "
             "written by the chapter's make_partition?")
     logit = table[NUMERIC_COLUMNS].to_numpy() @ NUMERIC_WEIGHTS + REGION_EFFECTS[region] + PLAN_EFFECTS[plan]
-    return float(((logit > 0).astype(int) == table[TARGET].to_numpy()).mean())
+    return (logit > 0).astype(int)
+
+
+def best_possible_accuracy(table: pd.DataFrame) -> float:
+    """Accuracy of the true model on ``table`` (a pandas DataFrame of the churn table).
+
+    The true model predicts 1 where its logit is positive; no estimator can do better on average,
+    so a model scoring close to this on the same rows has learned all there is to learn.
+    """
+    predictions = true_model_predictions(table)
+    require_columns(table, TARGET)
+    return float((predictions == table[TARGET].to_numpy()).mean())
 
 
 # ---------------------------------------------------------------- figures

@@ -6,12 +6,15 @@ notebook's cells. What is here a reader need not learn:
 
 * :func:`write_newsgroups_files` writes the posts that scikit-learn's ``fetch_20newsgroups``
   provides as one file per post, one folder per newsgroup, the shape a corpus on disk usually has.
-  It needs only scikit-learn's cache (filled online, or offline by ``make data``), no archive;
+  It needs only scikit-learn's cache (filled online, or offline by ``make data``), no archive. By
+  default it writes them to a folder of this process's own that is removed when the process (the
+  notebook's kernel) exits, so restarted kernels leave nothing behind;
 * :func:`plot_memory_above_idle` and :func:`plot_model_history` draw the chapter's figures.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -34,9 +37,41 @@ STALE_PARTIAL_SECONDS = 3600
 POSTS_ENCODING = "latin-1"
 
 
-def default_posts_folder() -> Path:
-    """Where the posts are written by default: a folder in the system's temporary directory."""
-    return Path(tempfile.gettempdir()) / DEFAULT_FOLDER_NAME
+def _process_is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, as another user's process
+    return True
+
+
+def _remove_orphaned_copies(parent: Path) -> None:
+    """Remove the default copies whose process is gone (a kernel killed before it could clean up)."""
+    for copy in parent.glob(f"{DEFAULT_FOLDER_NAME}-*-*"):
+        pid = copy.name[len(DEFAULT_FOLDER_NAME) + 1:].split("-", 1)[0]
+        if pid.isdigit() and not _process_is_alive(int(pid)):
+            shutil.rmtree(copy, ignore_errors=True)
+
+
+def _write_private_copy(data_home, download_if_missing: bool) -> Path:
+    """The posts in a new folder of this process's own, in the temporary directory, removed when
+    the process exits (and, if it is killed, by the next process that calls this)."""
+    parent = Path(tempfile.gettempdir())
+    _remove_orphaned_copies(parent)
+    folder = Path(tempfile.mkdtemp(prefix=f"{DEFAULT_FOLDER_NAME}-{os.getpid()}-", dir=parent))
+    folder.chmod(0o755)  # mkdtemp's folder is private; workers may run as another user
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    try:
+        counts = {subset: _write_subset(_fetch(subset, data_home, download_if_missing), folder / subset)
+                  for subset in SUBSETS}
+        (folder / COMPLETE_MARKER).write_text(
+            "".join(f"{subset}: {count} posts\n" for subset, count in counts.items()))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return folder
 
 
 def _partial_prefix(folder: Path) -> str:
@@ -94,15 +129,19 @@ def write_newsgroups_files(folder: str | os.PathLike | None = None,
     per post (11,314 and 7,532 of them), one sub-folder per newsgroup, the posts' text as
     ``fetch_20newsgroups(subset=...)`` returns it (latin-1 encoded, as in the original archive).
 
-    folder: where to write; by default a folder in the system's temporary directory. On a cluster,
-        give a folder on storage that every worker can read.
+    folder: where to write. By default a new folder in the system's temporary directory, this
+        process's own, removed when the process exits; one that a killed process left behind is
+        removed by the next call. On a cluster, give a folder on storage that every worker can
+        read: a folder you name is kept, and reused by later calls.
     data_home, download_if_missing: passed to ``fetch_20newsgroups``.
 
-    The posts are written to a hidden folder beside ``folder`` and renamed to ``folder`` only when
-    complete, so an interrupted write leaves no half folder; a complete folder is reused as it
-    is. An existing folder that this function did not complete is never touched.
+    A named folder is written as a hidden folder beside it and renamed only when complete, so an
+    interrupted write leaves no half folder; a complete folder is reused as it is. An existing
+    folder that this function did not complete is never touched.
     """
-    folder = Path(folder).expanduser() if folder is not None else default_posts_folder()
+    if folder is None:
+        return _write_private_copy(data_home, download_if_missing)
+    folder = Path(folder).expanduser()
     if (folder / COMPLETE_MARKER).is_file():
         return folder
     if folder.exists():

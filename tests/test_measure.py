@@ -75,3 +75,38 @@ def test_format_claim_says_whether_it_holds():
     missed = measure.Claim("ratio", 0.885, "ratio", 0.9, ">=")
     assert measure.format_claim(holds) == "HOLDS  speed-up: 1.823 x (goal >= 1.8)"
     assert measure.format_claim(missed) == "MISSED ratio: 0.885 ratio (goal >= 0.9)"
+
+
+def test_accuracy_difference_has_a_spread_that_excludes_zero_only_for_a_real_difference():
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    labels_right = rng.random(20_000) < 0.75
+    same = measure.accuracy_difference(labels_right, labels_right.copy())
+    assert same == (0.0, [0.0, 0.0])
+    noisy = rng.random(20_000) < 0.75  # another model as good on average, wrong on other rows
+    difference, (low, high) = measure.accuracy_difference(labels_right, noisy)
+    assert low <= difference <= high and low < 0 < high
+    assert measure.difference_verdict([low, high]) == measure.NO_DIFFERENCE
+    better = labels_right | (rng.random(20_000) < 0.2)
+    difference, spread = measure.accuracy_difference(better, labels_right)
+    assert difference == pytest.approx(better.mean() - labels_right.mean())
+    assert spread[0] > 0 and measure.difference_verdict(spread, "more accurate") == "more accurate"
+    assert measure.difference_verdict([-0.02, -0.01], "more", "less") == "less"
+    # The same answer as resampling the rows themselves.
+    rows = rng.integers(0, 20_000, size=(300, 20_000))
+    resampled = (better[rows].mean(axis=1) - labels_right[rows].mean(axis=1))
+    assert np.percentile(resampled, 2.5) == pytest.approx(spread[0], abs=0.002)
+    with pytest.raises(BookError, match="the same rows"):
+        measure.accuracy_difference([True, False], [True])
+
+
+def test_compare_accuracies_says_the_difference_its_spread_and_the_verdict():
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+    right = rng.random(10_000) < 0.7
+    line = measure.compare_accuracies(right | (rng.random(10_000) < 0.5), right, "trees", "linear")
+    assert line.startswith("trees minus linear: +") and line.endswith("trees is more accurate")
+    assert "over resamples of the 10,000 test rows" in line
+    assert measure.compare_accuracies(right, right.copy(), "a", "b").endswith(measure.NO_DIFFERENCE)
