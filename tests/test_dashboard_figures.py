@@ -1,7 +1,8 @@
 """The dashboard pictures (tools/dashboard_figures.py, `make dashboard-figures`).
 
 Every dashboard picture a chapter shows is one the tool writes, with alt text, and every picture
-the tool writes is shown; the tool still finds the cells it pictures; and it runs: chapter 0's
+the tool writes is shown; the performance report it copies is linked; the tool still finds the
+cells it pictures; and it runs: chapter 0's
 picture, taken from a real kernel, cluster and Chromium (a cluster test).
 """
 
@@ -50,6 +51,17 @@ def test_every_dashboard_picture_has_alt_text_and_is_committed():
     for pictures in shown_in_chapters().values():
         for file, alt in pictures:
             assert len(alt.split()) >= 5, f"{file}: alt text says what the picture shows"
+
+
+def test_every_performance_report_the_tool_copies_is_committed_and_linked():
+    chapters_text = {path.stem: path.read_text() for path in (PROJECT_ROOT / "notebooks").glob("*.ipynb")}
+    assert dashboard_figures.report_files(), "a chapter saves a performance report"
+    for chapter in dashboard_figures.CHAPTERS:
+        if chapter.report:
+            file = f"_static/{dashboard_figures.report_name(chapter)}"
+            assert (PROJECT_ROOT / file).is_file(), f"{file}: run make dashboard-figures NB={chapter.notebook[:2]}"
+            assert f"../{file}" in chapters_text[chapter.notebook], f"{chapter.notebook} links {file}"
+            assert "performance_report(" in chapters_text[chapter.notebook]
 
 
 def test_the_tool_still_finds_every_cell_it_pictures():

@@ -216,6 +216,26 @@ def test_axe_core_finds_no_serious_accessibility_violation(browser, site_url, ht
     assert not failing, f"{html_page}.html at {viewport['width']} px:\n" + "\n".join(failing)
 
 
+def test_chapter_2_links_a_performance_report_that_draws_its_task_stream(browser, site_url):
+    """The report of a real run (tools/dashboard_figures.py copies it into _static/) opens from the
+    chapter's link, with no script from the network, and draws its task stream's coloured bars."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    page = browser.new_page(viewport=LAPTOP)
+    page.goto(urljoin(site_url, "notebooks/02_predict_large_data.html"), wait_until="load")
+    page.click('a[href$="_static/predict_large_data_performance_report.html"]')
+    page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0")
+    assert page.evaluate("() => document.querySelectorAll('script[src]').length") == 0, "scripts from outside"
+    page.get_by_text("Task Stream", exact=True).first.click()
+    page.wait_for_timeout(1000)  # the tab's canvas draws
+    picture = Image.open(BytesIO(page.screenshot())).convert("RGB")
+    page.close()
+    coloured = sum(max(pixel) - min(pixel) > 60 for pixel in picture.get_flattened_data())
+    assert coloured > 50_000, f"the report's Task Stream tab shows {coloured} coloured pixels: no tasks drawn"
+
+
 def page_texts(site: Path = SITE):
     for path in sorted(site.rglob("*.html")):
         yield path.relative_to(site), path.read_text(errors="replace")

@@ -2,20 +2,25 @@
 
     python -m tools.dashboard_figures                          # every picture (make dashboard-figures)
     python -m tools.dashboard_figures 02_predict_large_data    # one chapter's pictures
-    python -m tools.dashboard_figures --output /tmp/pictures   # somewhere else than figs/
+    python -m tools.dashboard_figures --output /tmp/pictures   # somewhere else than figs/, _static/
 
 For each chapter a real Jupyter kernel (as `make notebooks` and nbval start one, in notebooks/)
 executes the notebook's own code cells in order, leaving out the exercises' solutions, up to the
 last cell a picture or a clean-up needs, then the chapter's last code cell, which closes its client.
 The cluster is the one the chapter starts (a LocalCluster on 127.0.0.1), at the chapter's sizes.
 Around each pictured cell headless Chromium (Playwright, with the flags of the site tests) opens a
-page of that cluster's live dashboard, waits until the page's task stream holds only what the cell
-runs, and saves the page, cropped to its panels, as a palette PNG: after the cell, at a line of it
-(the cell runs up to the line, the picture is taken, the rest of the cell runs), or during the cell
-as soon as a condition on the dashboard's own data holds.
+page of that cluster's live dashboard (a page of one panel where one panel is the point) and saves
+it as a palette PNG: after the cell, at a line of it (the cell runs up to the line, the picture is
+taken, the rest of the cell runs), or during the cell as soon as a condition on the dashboard's own
+data holds. A task stream is zoomed onto the cell's own tasks, a time series widened to the whole
+cell.
+
+Chapter 2 wraps its main computation in `performance_report(..., mode="inline")`, which writes into
+the chapter's scratch folder; the report of this run is copied to _static/, from where the website
+links it.
 
 Every picture here is shown by its chapter, with a sentence saying what to see in it
-(tests/test_dashboard_figures.py checks both ways, and runs this tool).
+(tests/test_dashboard_figures.py checks both ways, and runs this tool), and so is the report.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from tools import CELL_TIMEOUT
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 FIGURES = PROJECT_ROOT / "figs"
+REPORTS = PROJECT_ROOT / "_static"  # Jupyter Book copies it into the site as it is
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 # As a reader offline would: no background traffic to Google's services, no sandbox as root.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -61,7 +67,6 @@ class Picture:
     viewport: tuple[int, int] = (1100, 640)
     zoom_on_cell: bool = False      # zoom the page's task stream onto the cell's tasks
     whole_cell: bool = False        # a time series from the cell's start, not its last 20 seconds
-    clip: tuple[int, int, int, int] | None = None  # x, y, width, height of the part kept
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,8 @@ class Chapter:
     notebook: str                   # the stem of notebooks/<notebook>.ipynb
     pictures: tuple[Picture, ...]
     run_through: str | None = None  # text of a later cell that must run too (it closes a cluster)
-
+    report: str | None = None       # the variable holding the path of the performance report
+                                    # that the pictured cell writes (copied to _static/)
 
 
 def page_data(condition: str) -> str:
@@ -169,7 +175,7 @@ SHOW_WHOLE_CELL = """() => {
     }
 }"""
 
-STATUS = (1100, 640)  # the Status page, its panels readable at the width of the book's column
+STATUS = (1100, 640)  # wide enough for the Status page to lay its panels side by side
 TASK_STREAM = (900, 300)
 WORKERS_MEMORY = (700, 220)
 
@@ -189,7 +195,7 @@ CHAPTERS = (
         Picture("dashboard_predict_large_data_memory.png", cell="predictions.to_zarr(",
                 page="individual-workers-memory-timeseries", viewport=(900, 360),
                 whole_cell=True),
-    )),
+    ), report="report_path"),
     Chapter("03_incremental_training", (
         Picture("dashboard_incremental_training_task_stream.png",
                 cell="two_workers = MemorySampler()", page="individual-task-stream",
@@ -225,6 +231,15 @@ def chapters(names=None) -> list[Chapter]:
 def picture_files() -> list[str]:
     """figs/... of every picture this tool writes."""
     return [f"figs/{picture.file}" for chapter in CHAPTERS for picture in chapter.pictures]
+
+
+def report_files() -> list[str]:
+    """_static/... of every performance report this tool copies from a chapter's run."""
+    return [f"_static/{report_name(chapter)}" for chapter in CHAPTERS if chapter.report]
+
+
+def report_name(chapter: Chapter) -> str:
+    return f"{chapter.notebook.split('_', 1)[1]}_performance_report.html"
 
 
 def find_cell(cells: list, text: str, notebook: str) -> int:
@@ -272,6 +287,11 @@ def split_at(source: str, line: str, notebook: str = "the notebook") -> tuple[st
                     "CHAPTERS in tools/dashboard_figures.py to the chapter's code.")
 
 
+def shown(path: Path) -> Path:
+    """The path as a reader of the output knows it: from the repository's root when inside it."""
+    return path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path
+
+
 def save_png(png: bytes, path: Path) -> None:
     """A palette PNG of a screenshot: the dashboard's flat colours, a fraction of the bytes."""
     image = Image.open(io.BytesIO(png)).convert("RGB")
@@ -283,10 +303,10 @@ def save_png(png: bytes, path: Path) -> None:
 class Run:
     """One chapter executed in a kernel, with a browser that photographs its dashboard."""
 
-    def __init__(self, chapter: Chapter, browser, figures: Path):
+    def __init__(self, chapter: Chapter, browser, figures: Path, reports: Path):
         from nbclient import NotebookClient
 
-        self.chapter, self.browser, self.figures = chapter, browser, figures
+        self.chapter, self.browser, self.figures, self.reports = chapter, browser, figures, reports
         self.notebook = nbformat.read(NOTEBOOKS / f"{chapter.notebook}.ipynb", as_version=4)
         self.client = NotebookClient(self.notebook, timeout=CELL_TIMEOUT, kernel_name="python3",
                                      resources={"metadata": {"path": str(NOTEBOOKS)}})
@@ -321,15 +341,11 @@ class Run:
             print(f"  {picture.file}: the cell's task stream shows "
                   + ", ".join(f"{count} x {kind}" for kind, count in sorted(kinds.items())), flush=True)
             await asyncio.sleep(0.5)  # the canvas redraws
-        clip = None
-        if picture.clip:
-            clip = dict(zip(("x", "y", "width", "height"), picture.clip))
-        png = await page.screenshot(clip=clip)
+        png = await page.screenshot()
         path = self.figures / picture.file
         save_png(png, path)
         self.written.append(path)
-        print(f"  {path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path}"
-              f" ({path.stat().st_size / 1e3:.0f} kB)", flush=True)
+        print(f"  {shown(path)} ({path.stat().st_size / 1e3:.0f} kB)", flush=True)
 
     async def run_pictured_cell(self, index: int, pictures: list[Picture]) -> None:
         """Run the cell, photographing each page at its picture's moment."""
@@ -381,6 +397,19 @@ class Run:
             await asyncio.sleep(SETTLE_SECONDS)
         await self.photograph(page, picture)
 
+    async def copy_report(self) -> None:
+        """Copy the performance report the chapter's run wrote (into its scratch folder)."""
+        written = Path((await self.run_code(f"print({self.chapter.report})", 0)).strip())
+        html = (NOTEBOOKS / written).read_text()  # relative paths are the notebook's
+        if "cdn.bokeh.org" in html:
+            raise BookError(f"{written} loads BokehJS from a CDN: pass mode='inline' to "
+                            "performance_report, so that the report opens without a network")
+        target = self.reports / report_name(self.chapter)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(html)
+        self.written.append(target)
+        print(f"  {shown(target)} ({len(html) / 1e6:.1f} MB)", flush=True)
+
     async def execute(self) -> list[Path]:
         run, pictured = plan(self.chapter, self.notebook)
         environment = {key: value for key, value in os.environ.items()
@@ -390,6 +419,8 @@ class Run:
                 for index in run:
                     if index in pictured:
                         await self.run_pictured_cell(index, pictured[index])
+                        if self.chapter.report and index == max(pictured):
+                            await self.copy_report()
                     else:
                         await self.client.async_execute_cell(self.notebook.cells[index], index)
             except BaseException:
@@ -400,7 +431,7 @@ class Run:
         return self.written
 
 
-async def make_pictures(selected: list[Chapter], figures: Path) -> list[Path]:
+async def make_pictures(selected: list[Chapter], figures: Path, reports: Path) -> list[Path]:
     from playwright.async_api import async_playwright
 
     if not Path(CHROMIUM).exists():
@@ -413,7 +444,7 @@ async def make_pictures(selected: list[Chapter], figures: Path) -> list[Path]:
             for chapter in selected:
                 start = time.perf_counter()
                 print(f"{chapter.notebook}:", flush=True)
-                written += await Run(chapter, browser, figures).execute()
+                written += await Run(chapter, browser, figures, reports).execute()
                 print(f"  {time.perf_counter() - start:.0f} s", flush=True)
         finally:
             await browser.close()
@@ -424,16 +455,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("chapters", nargs="*", help="notebook stems or numbers (default: all)")
     parser.add_argument("--output", type=Path,
-                        help="write the pictures here instead of figs/")
+                        help="write the pictures and reports here instead of figs/ and _static/")
     parser.add_argument("--list", action="store_true", help="print the files it writes, and stop")
     arguments = parser.parse_args(argv)
     if arguments.list:
-        print("\n".join(picture_files()))
+        print("\n".join(picture_files() + report_files()))
         return 0
     selected = chapters(arguments.chapters)
     figures = arguments.output or FIGURES
     start = time.perf_counter()
-    written = asyncio.run(make_pictures(selected, figures))
+    written = asyncio.run(make_pictures(selected, figures, arguments.output or REPORTS))
     print(f"{len(written)} files in {time.perf_counter() - start:.0f} s")
     return 0
 
