@@ -251,6 +251,27 @@ def test_memory_figure_shows_a_dip_below_idle():
     assert ax.get_ylim()[0] == -12.0
 
 
+def test_memory_figure_refuses_what_it_cannot_draw():
+    aligned = pd.DataFrame({"run": [0.0, 40.0]}, index=pd.to_timedelta([0, 1], unit="s"))
+    with pytest.raises(BookError, match="one column per run.*got MemorySampler"):
+        from distributed.diagnostics import MemorySampler
+        chapter.plot_memory_above_idle(MemorySampler(), block_mib=10, title="sampler")
+    with pytest.raises(BookError, match="empty DataFrame"):
+        chapter.plot_memory_above_idle(pd.DataFrame(), block_mib=10, title="empty")
+    absolute = aligned.set_axis(pd.to_datetime([0, 1], unit="s"))
+    with pytest.raises(BookError, match="align=True"):
+        chapter.plot_memory_above_idle(absolute, block_mib=10, title="absolute")
+    for block_mib in (0, -5.0, "76", None, True):
+        with pytest.raises(BookError, match="block_mib must be"):
+            chapter.plot_memory_above_idle(aligned, block_mib=block_mib, title="block")
+
+
+def test_model_history_figure_refuses_what_is_not_a_model_history():
+    for wrong in (HyperbandSearchCV(SGDClassifier(), {"alpha": [0.1]}), {}, {0: [{"score": 0.5}]}):
+        with pytest.raises(BookError, match="search.model_history_"):
+            chapter.plot_model_history(wrong, "search")
+
+
 def test_model_history_figure_has_a_line_per_model_in_a_fixed_order():
     history = {1: [{"partial_fit_calls": 1, "score": 0.5}, {"partial_fit_calls": 3, "score": 0.7}],
                0: [{"partial_fit_calls": 1, "score": 0.6}]}
