@@ -311,6 +311,14 @@ def test_persisted_arrays_break_hyperband_with_the_pinned_versions(client):
     X_persisted, y_persisted = dask.persist(X, y)
     with pytest.raises(TypeError, match="only integer scalar arrays can be converted to a scalar index"):
         search.fit(X_persisted, y_persisted, classes=[0, 1])
+    # The cause the box names: dask-ml's train_test_split, which the search calls, on persisted
+    # arrays; the same split of the lazy arrays computes.
+    from dask_ml.model_selection import train_test_split
+
+    split = dict(test_size=0.2, shuffle=True, random_state=0)
+    assert len(train_test_split(X, y, **split)[2].compute()) == 320
+    with pytest.raises(TypeError, match="only integer scalar arrays can be converted to a scalar index"):
+        train_test_split(X_persisted, y_persisted, **split)[2].compute()
 
 
 # ---------------------------------------------------------------------------------------------
