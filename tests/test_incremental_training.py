@@ -341,8 +341,8 @@ def sgd():
 
 
 def peak_above_idle_mib(client, run, interval=0.05):
-    """The chapter's measure: MemorySampler's peak of the cluster during ``run()`` minus the median
-    of two idle seconds before it, in MiB."""
+    """The chapter's measure: MemorySampler's peak of the cluster during ``run()`` and the second
+    after it (reports arrive late) minus the median of two idle seconds before it, in MiB."""
     from distributed.diagnostics import MemorySampler
 
     sampler = MemorySampler()
@@ -350,6 +350,7 @@ def peak_above_idle_mib(client, run, interval=0.05):
         time.sleep(2)
     with sampler.sample("run", client=client, interval=interval):
         run()
+        time.sleep(1)  # the workers' last memory reports, as in the chapter
     memory_mib = sampler.to_pandas(align=True) / 2**20
     return float(memory_mib["run"].max() - memory_mib["idle"].median())
 
