@@ -44,7 +44,7 @@ WHEELHOUSE_DIR ?= _build/wheelhouse
 LEARNER_NOTEBOOKS ?= _build/learner-notebooks
 
 .PHONY: help env data lab book render notebooks bench check test-notebooks test-site test-cluster test \
-  test-latest learner-notebooks wheelhouse check-processes execution-cache clean
+  test-latest learner-notebooks wheelhouse check-processes execution-cache clean dashboard-figures
 
 help: ## this list
 	@awk -F':[^#]*## ' '/^[a-z-]+:[^#]*## /{printf "make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -102,6 +102,11 @@ notebooks: data ## re-execute the notebooks in place and stamp their times (NB=n
 
 bench: data ## measure every claim (BENCHMARKS="distributed_training ..."; BENCH_ARGS=--quick or --reclaim)
 	for name in $(BENCHMARKS); do echo "running benchmarks.$$name $(BENCH_ARGS)"; $(PY) -m benchmarks.$$name $(BENCH_ARGS); done
+
+# Runs the chapters' own cells in a kernel and photographs the live dashboard in headless Chromium.
+dashboard-figures: data ## figs/dashboard_*.png and chapter 2's performance report, from real runs (NB="00 06": only those)
+	$(PY) -m tools.dashboard_figures $(NB)
+	@$(MAKE) --no-print-directory check-processes
 
 # The tiers of make test. Every test runs in exactly one: a test marked `site` in test-site, one
 # marked `cluster` in test-cluster (tests/conftest.py adds Scale-up runs), the rest in check.

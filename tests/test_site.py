@@ -162,6 +162,80 @@ def test_screenshots_of_the_home_page_and_a_chapter(browser, site_url):
         assert screenshot.stat().st_size > 10_000, f"{screenshot} looks empty"
 
 
+# A reader's phone (an iPhone's 390 CSS pixels) and a laptop.
+PHONE = {"width": 390, "height": 844}
+LAPTOP = {"width": 1280, "height": 900}
+# Every page of the site a reader can open: the table of contents' pages, the search and the index.
+BUILT_PAGES = [*toc_files(), "search", "genindex"]
+# The page's width, how wide it scrolls, and (to name the culprits when it scrolls sideways) the
+# elements that stick out of it without a box of their own that scrolls, as a code block's does.
+SIDEWAYS = """() => {
+  const width = document.documentElement.clientWidth;
+  const inOwnBox = (element) => {
+    for (let parent = element.parentElement; parent; parent = parent.parentElement)
+      if (["auto", "scroll", "hidden", "clip"].includes(getComputedStyle(parent).overflowX)) return true;
+    return false;
+  };
+  const wide = [...document.querySelectorAll("body *")].filter(
+    (element) => element.getBoundingClientRect().right > width + 1 && !inOwnBox(element));
+  return {width, scrollWidth: document.documentElement.scrollWidth,
+          wide: wide.slice(0, 5).map((element) => element.outerHTML.slice(0, 160))};
+}"""
+# Impacts that fail the accessibility check; axe-core also reports "moderate" and "minor" ones.
+FAILING_IMPACTS = {"serious", "critical"}
+
+
+@pytest.mark.parametrize("html_page", BUILT_PAGES)
+def test_no_page_scrolls_sideways_on_a_phone(browser, site_url, html_page):
+    page = browser.new_page(viewport=PHONE)
+    page.goto(urljoin(site_url, f"{html_page}.html"), wait_until="load")
+    page.wait_for_load_state("networkidle")
+    layout = page.evaluate(SIDEWAYS)
+    page.close()
+    assert layout["scrollWidth"] <= layout["width"], (
+        f"{html_page} scrolls sideways at {PHONE['width']} px ({layout['scrollWidth']} px wide); "
+        f"outside a code block or table box: {layout['wide']}")
+
+
+@pytest.mark.parametrize("viewport", [LAPTOP, PHONE], ids=["laptop", "phone"])
+@pytest.mark.parametrize("html_page", BUILT_PAGES)
+def test_axe_core_finds_no_serious_accessibility_violation(browser, site_url, html_page, viewport):
+    from axe_playwright_python.sync_playwright import Axe
+
+    page = browser.new_page(viewport=viewport)
+    page.goto(urljoin(site_url, f"{html_page}.html"), wait_until="load")
+    page.wait_for_load_state("networkidle")
+    # label-content-name-mismatch (a button whose visible text is not in its accessible name) is
+    # off by default in axe-core 4.12 ("experimental"); speech-input users depend on it.
+    results = Axe().run(page, options={"resultTypes": ["violations"],
+                                       "rules": {"label-content-name-mismatch": {"enabled": True}}})
+    page.close()
+    failing = [f"{violation['id']} ({violation['impact']}): {node['target']} {node['html'][:120]}"
+               for violation in results.response["violations"] if violation["impact"] in FAILING_IMPACTS
+               for node in violation["nodes"]]
+    assert not failing, f"{html_page}.html at {viewport['width']} px:\n" + "\n".join(failing)
+
+
+def test_chapter_2_links_a_performance_report_that_draws_its_task_stream(browser, site_url):
+    """The report of a real run (tools/dashboard_figures.py copies it into _static/) opens from the
+    chapter's link, with no script from the network, and draws its task stream's coloured bars."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    page = browser.new_page(viewport=LAPTOP)
+    page.goto(urljoin(site_url, "notebooks/02_predict_large_data.html"), wait_until="load")
+    page.click('a[href$="_static/predict_large_data_performance_report.html"]')
+    page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0")
+    assert page.evaluate("() => document.querySelectorAll('script[src]').length") == 0, "scripts from outside"
+    page.get_by_text("Task Stream", exact=True).first.click()
+    page.wait_for_timeout(1000)  # the tab's canvas draws
+    picture = Image.open(BytesIO(page.screenshot())).convert("RGB")
+    page.close()
+    coloured = sum(max(pixel) - min(pixel) > 60 for pixel in picture.get_flattened_data())
+    assert coloured > 50_000, f"the report's Task Stream tab shows {coloured} coloured pixels: no tasks drawn"
+
+
 def page_texts(site: Path = SITE):
     for path in sorted(site.rglob("*.html")):
         yield path.relative_to(site), path.read_text(errors="replace")

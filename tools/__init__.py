@@ -10,6 +10,8 @@ Each module is a command run from the repository's root (the Makefile runs them 
 * ``python -m tools.wheelhouse``: the learner set's wheels for an offline install;
 * ``python -m tools.leftover_processes``: no process of this run outlives it (``make``);
 * ``python -m tools.latest_report``: the report of ``make test-latest``;
+* ``python -m tools.dashboard_figures``: pictures of the live dashboard while the chapters' cells
+  run, and chapter 2's performance report (``make dashboard-figures``);
 * ``python -m tools.scatter_session``: chapter 1's scattered search, run again and again in one
   session (a regression test runs it);
 * ``tools.kernel_provisioner``: the kernels that execute the notebooks start encrypted.
