@@ -1,7 +1,8 @@
 """Chapter 3 benchmark: incremental training's memory, accuracy and Hyperband's budget.
 
 Run: .venv/bin/python -m benchmarks.incremental_training           (writes benchmarks/results/;
-                                                                   about 8 minutes on 2 cores)
+                                                                   the stored run took 18 minutes
+                                                                   on 2 busy cores: total_seconds)
      .venv/bin/python -m benchmarks.incremental_training --quick   (small sizes, a temp dir)
      .venv/bin/python -m benchmarks.incremental_training --reclaim (the claims again, from the
                                                                    stored runs; no new run)

@@ -81,9 +81,18 @@ def best_possible_accuracy(table: pd.DataFrame) -> float:
 
 # ---------------------------------------------------------------- figures
 def plot_learning_curve(train_sizes, train_scores, test_scores, best: float | None = None):
-    """Mean score (with the spread over splits) against the number of training rows."""
+    """Mean score (with one standard deviation over the splits, shaded) against the number of
+    training rows: the three arrays that scikit-learn's ``learning_curve`` returns. ``best``, if
+    given, is drawn as a dashed line: the true model's accuracy on the chapter's test rows."""
     from . import plots
 
+    train_sizes = np.asarray(train_sizes)
+    for name, scores in (("train_scores", train_scores), ("test_scores", test_scores)):
+        shape = np.shape(scores)
+        if len(shape) != 2 or shape[0] != len(train_sizes) or shape[1] < 1:
+            raise BookError(
+                f"{name} must have one row per training size ({len(train_sizes)}) and one column per "
+                f"split, got shape {shape}: pass the three arrays learning_curve returns, in its order.")
     figure, ax = plots.new_figure()
     for scores, label in ((train_scores, "training score"), (test_scores, "validation score")):
         scores = np.asarray(scores)
@@ -91,7 +100,7 @@ def plot_learning_curve(train_sizes, train_scores, test_scores, best: float | No
         ax.plot(train_sizes, mean, marker="o", label=label)
         ax.fill_between(train_sizes, mean - spread, mean + spread, alpha=0.2)
     if best is not None:
-        ax.axhline(best, color="black", linestyle="--", linewidth=1, label="best possible")
+        ax.axhline(best, color="black", linestyle="--", linewidth=1, label="the true model, test rows")
     ax.set_xscale("log")
     ax.set_xlabel("training rows")
     ax.set_ylabel("accuracy")

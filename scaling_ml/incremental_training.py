@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import time
+from numbers import Real
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +189,19 @@ def plot_memory_above_idle(memory_mib, block_mib: float, title: str, ax=None):
     ``memory_mib``: a DataFrame such as ``ms.to_pandas(align=True) / 2**20`` minus the idle
     baseline (index: time since each run started). A dashed line marks the size of one block.
     """
+    import pandas as pd
+
+    if not isinstance(memory_mib, pd.DataFrame) or memory_mib.empty:
+        raise BookError(
+            "plot_memory_above_idle draws a DataFrame with one column per run, such as "
+            "ms.to_pandas(align=True) / 2**20 minus the idle baseline; got "
+            f"{'an empty DataFrame' if isinstance(memory_mib, pd.DataFrame) else type(memory_mib).__name__}. "
+            "Run a `with ms.sample(...)` block first.")
+    if isinstance(memory_mib.index, pd.DatetimeIndex):
+        raise BookError("The memory frame has absolute times: use ms.to_pandas(align=True), so that "
+                        "every run starts at 0 seconds.")
+    if isinstance(block_mib, bool) or not isinstance(block_mib, Real) or not block_mib > 0:
+        raise BookError(f"block_mib must be the size of one block in MiB (a number above 0), got {block_mib!r}.")
     if ax is None:
         figure, ax = plots.new_figure()
     seconds = _seconds(memory_mib.index)
@@ -208,6 +222,14 @@ def plot_memory_above_idle(memory_mib, block_mib: float, title: str, ax=None):
 def plot_model_history(model_history: dict, title: str, ax=None):
     """Validation score against ``partial_fit`` calls, one line per model of an incremental search
     (``search.model_history_``)."""
+    if not isinstance(model_history, dict) or not model_history or not all(
+            isinstance(history, list) and all(isinstance(record, dict) and "partial_fit_calls" in record
+                                              and "score" in record for record in history)
+            for history in model_history.values()):
+        raise BookError(
+            "plot_model_history draws the model_history_ attribute of a fitted incremental search "
+            f"(a dict of lists of records), got {type(model_history).__name__}: fit the search, "
+            "then pass search.model_history_.")
     if ax is None:
         figure, ax = plots.new_figure()
     for model_id in sorted(model_history):  # the same colour for the same model on every run

@@ -110,7 +110,15 @@ def test_learning_curve_figure():
     scores = np.array([[0.7, 0.72], [0.73, 0.74], [0.74, 0.745]])
     figure = chapter.plot_learning_curve([100, 1_000, 10_000], scores + 0.01, scores, best=0.75)
     assert figure.axes[0].get_legend_handles_labels()[1] == ["training score", "validation score",
-                                                            "best possible"]
+                                                            "the true model, test rows"]
+
+
+def test_learning_curve_figure_refuses_scores_that_do_not_match_the_sizes():
+    scores = np.array([[0.7, 0.72], [0.73, 0.74]])
+    with pytest.raises(BookError, match=r"one row per training size \(3\).*shape \(2, 2\)"):
+        chapter.plot_learning_curve([100, 1_000, 10_000], scores, scores)
+    with pytest.raises(BookError, match="test_scores"):
+        chapter.plot_learning_curve([100, 1_000], scores, [0.7, 0.73])
 
 
 def test_memory_figure_puts_sampled_steps_on_one_axis_that_ends_with_the_last_sample():

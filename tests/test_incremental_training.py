@@ -251,6 +251,27 @@ def test_memory_figure_shows_a_dip_below_idle():
     assert ax.get_ylim()[0] == -12.0
 
 
+def test_memory_figure_refuses_what_it_cannot_draw():
+    aligned = pd.DataFrame({"run": [0.0, 40.0]}, index=pd.to_timedelta([0, 1], unit="s"))
+    with pytest.raises(BookError, match="one column per run.*got MemorySampler"):
+        from distributed.diagnostics import MemorySampler
+        chapter.plot_memory_above_idle(MemorySampler(), block_mib=10, title="sampler")
+    with pytest.raises(BookError, match="empty DataFrame"):
+        chapter.plot_memory_above_idle(pd.DataFrame(), block_mib=10, title="empty")
+    absolute = aligned.set_axis(pd.to_datetime([0, 1], unit="s"))
+    with pytest.raises(BookError, match="align=True"):
+        chapter.plot_memory_above_idle(absolute, block_mib=10, title="absolute")
+    for block_mib in (0, -5.0, "76", None, True):
+        with pytest.raises(BookError, match="block_mib must be"):
+            chapter.plot_memory_above_idle(aligned, block_mib=block_mib, title="block")
+
+
+def test_model_history_figure_refuses_what_is_not_a_model_history():
+    for wrong in (HyperbandSearchCV(SGDClassifier(), {"alpha": [0.1]}), {}, {0: [{"score": 0.5}]}):
+        with pytest.raises(BookError, match="search.model_history_"):
+            chapter.plot_model_history(wrong, "search")
+
+
 def test_model_history_figure_has_a_line_per_model_in_a_fixed_order():
     history = {1: [{"partial_fit_calls": 1, "score": 0.5}, {"partial_fit_calls": 3, "score": 0.7}],
                0: [{"partial_fit_calls": 1, "score": 0.6}]}
@@ -290,6 +311,14 @@ def test_persisted_arrays_break_hyperband_with_the_pinned_versions(client):
     X_persisted, y_persisted = dask.persist(X, y)
     with pytest.raises(TypeError, match="only integer scalar arrays can be converted to a scalar index"):
         search.fit(X_persisted, y_persisted, classes=[0, 1])
+    # The cause the box names: dask-ml's train_test_split, which the search calls, on persisted
+    # arrays; the same split of the lazy arrays computes.
+    from dask_ml.model_selection import train_test_split
+
+    split = dict(test_size=0.2, shuffle=True, random_state=0)
+    assert len(train_test_split(X, y, **split)[2].compute()) == 320
+    with pytest.raises(TypeError, match="only integer scalar arrays can be converted to a scalar index"):
+        train_test_split(X_persisted, y_persisted, **split)[2].compute()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,8 +341,8 @@ def sgd():
 
 
 def peak_above_idle_mib(client, run, interval=0.05):
-    """The chapter's measure: MemorySampler's peak of the cluster during ``run()`` minus the median
-    of two idle seconds before it, in MiB."""
+    """The chapter's measure: MemorySampler's peak of the cluster during ``run()`` and the second
+    after it (reports arrive late) minus the median of two idle seconds before it, in MiB."""
     from distributed.diagnostics import MemorySampler
 
     sampler = MemorySampler()
@@ -321,6 +350,7 @@ def peak_above_idle_mib(client, run, interval=0.05):
         time.sleep(2)
     with sampler.sample("run", client=client, interval=interval):
         run()
+        time.sleep(1)  # the workers' last memory reports, as in the chapter
     memory_mib = sampler.to_pandas(align=True) / 2**20
     return float(memory_mib["run"].max() - memory_mib["idle"].median())
 
