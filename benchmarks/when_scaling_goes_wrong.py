@@ -47,7 +47,7 @@ SIZES = {
     "full": dict(shipping_rows=100_000, fits=16, shipping_repeats=5,
                  chunk_rows=1_000_000, row_chunks=[500, 2_000, 10_000, 50_000, 250_000, 500_000,
                                                    1_000_000], chunk_repeats=9,
-                 sorted_rows=45_000, partitions=8, seeds=5),
+                 sorted_rows=25_000, partitions=8, seeds=5),
     "quick": dict(shipping_rows=10_000, fits=4, shipping_repeats=1,
                   chunk_rows=20_000, row_chunks=[500, 5_000, 20_000], chunk_repeats=2,
                   sorted_rows=13_000, partitions=4, seeds=2),

@@ -85,7 +85,7 @@ def draw_pipeline():
         ("SGDClassifier", "linear model,\nmax_iter=1000", plots.COLOURS[2]),
         ("topic", None, "#FFFFFF"),
     ]
-    width, height, gap = 2.0, 0.9, 0.45
+    width, height, gap = 2.4, 0.9, 0.35
     for index, (title, note, colour) in enumerate(boxes):
         x = index * (width + gap)
         is_step = note is not None
@@ -95,7 +95,7 @@ def draw_pipeline():
             edgecolor=colour if is_step else "#555555", linewidth=1.5,
             linestyle="-" if is_step else "--"))
         ax.text(x + width / 2, height * (0.68 if is_step else 0.5), title, ha="center", va="center",
-                fontsize=9.5, fontweight="bold" if is_step else "normal")
+                fontsize=8.5, fontweight="bold" if is_step else "normal")
         if is_step:
             ax.text(x + width / 2, height * 0.3, note, ha="center", va="center", fontsize=8)
         if index < len(boxes) - 1:

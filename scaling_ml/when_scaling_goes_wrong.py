@@ -30,6 +30,10 @@ def runs_table(document: dict, case: str):
 
     if case not in CASE_COLUMNS:
         raise BookError(f"Unknown case {case!r}: the benchmark measures cases {sorted(CASE_COLUMNS)}.")
+    if not isinstance(document, dict):
+        raise BookError(
+            f"runs_table needs the benchmark's result document, got {type(document).__name__}: "
+            "read it with chapter.load_results().")
     runs = [run for run in document.get("runs", []) if run.get("case") == case]
     if not runs:
         raise BookError(
@@ -49,10 +53,18 @@ def plot_chunk_overhead(runs, ax=None):
 
     The line joins the medians; the dots are the single passes, so the spread stays visible.
     """
-    if ax is None:
-        figure, ax = plots.new_figure()
+    import pandas as pd
+
+    needed = CASE_COLUMNS["7"]
+    if not isinstance(runs, pd.DataFrame) or not set(needed) <= set(runs.columns):
+        found = list(runs.columns) if isinstance(runs, pd.DataFrame) else type(runs).__name__
+        raise BookError(
+            f"plot_chunk_overhead needs the case-7 runs as a table with columns {list(needed)}, got "
+            f"{found}: pass chapter.runs_table(results, \"7\").")
     if len(runs) < 2:
         raise BookError("plot_chunk_overhead needs the runs of at least two chunk sizes.")
+    if ax is None:
+        figure, ax = plots.new_figure()
     runs = runs.sort_values("rows_per_chunk")
     for rows, repeats in zip(runs["rows_per_chunk"], runs["repeats"]):
         ax.scatter([rows] * len(repeats), repeats, s=12, color=plots.COLOURS[0], alpha=0.35,

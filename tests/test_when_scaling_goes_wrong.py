@@ -106,6 +106,18 @@ def test_plot_chunk_overhead_needs_two_chunk_sizes():
         chapter.plot_chunk_overhead(pd.DataFrame(CHUNK_RUNS[:1]))
 
 
+def test_plot_chunk_overhead_names_the_table_it_needs(tmp_path):
+    document = write_document(tmp_path, SHIPPING_RUNS + CHUNK_RUNS)
+    for wrong in (None, CHUNK_RUNS, chapter.runs_table(document, "6")):
+        with pytest.raises(BookError, match=r'runs_table\(results, "7"\)'):
+            chapter.plot_chunk_overhead(wrong)
+
+
+def test_runs_table_names_the_document_it_needs():
+    with pytest.raises(BookError, match=r"load_results\(\)"):
+        chapter.runs_table(None, "7")
+
+
 # ---- the chapter's outputs do not depend on how it is launched ------------------------------
 
 # A Nanny writes these into the os.environ of the process that starts it (distributed's
