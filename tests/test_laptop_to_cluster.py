@@ -259,7 +259,7 @@ def test_the_chapters_dashboard_cells_on_a_hub(tmp_path):
     values = dict(line.split(": ", 1) for line in printed.splitlines() if ": " in line)
     setup_port = values["setup cell's dashboard port"]
     assert values["setup cell's dashboard link"] == f"{HUB_PREFIX}proxy/{setup_port}/status"
-    assert "1 workers, 1 threads" in printed  # the setup cell connected to DASK_SCHEDULER_ADDRESS
+    assert "1 worker, 1 thread" in printed  # the setup cell connected to DASK_SCHEDULER_ADDRESS
     assert values["handshake cell"].startswith("BookError Something listens at tcp://127.0.0.1:")
     assert values["external dashboard"].endswith(" 200")
     slurm_port = values["SLURMCluster dashboard listens on"]
