@@ -30,6 +30,7 @@ import io
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import stat
@@ -231,8 +232,8 @@ def test_several_workers_share_one_job_and_start_without_tmpdir(slurm, tmp_path)
     job asking Slurm for 3 GiB. Its prologue unsets TMPDIR (a lane override: Slurm always sets it,
     other launchers may not): `${TMPDIR:-/tmp}` starts the workers, a bare `$TMPDIR` does not."""
     start = time.perf_counter()
-    activate = 'job_script_prologue=[f"source {sys.prefix}/bin/activate"]'
-    without_tmpdir = 'job_script_prologue=[f"source {sys.prefix}/bin/activate", "unset TMPDIR"]'
+    activate = 'job_script_prologue=[f"source {shlex.quote(sys.prefix)}/bin/activate"]'
+    without_tmpdir = 'job_script_prologue=[f"source {shlex.quote(sys.prefix)}/bin/activate", "unset TMPDIR"]'
     logs = 'str(Path.home() / "dask-logs")'
     namespace, bare = chapter_namespace(), chapter_namespace()
     try:
@@ -366,7 +367,8 @@ def batch_job(slurm, tmp_path_factory):
     folder = tmp_path_factory.mktemp("batch-mode")
     (folder / "search_in_one_job.py").write_text(lanes.chapter_python_block("SLURMRunner("))
     script = lanes.chapter_python_block("srun python search_in_one_job.py", language="bash")
-    script = re.sub(r"^source \S+/bin/activate", f"source {sys.prefix}/bin/activate", script, count=1, flags=re.M)
+    activate = f"source {shlex.quote(sys.prefix)}/bin/activate"  # a path may hold spaces
+    script = re.sub(r"^source \S+/bin/activate", lambda _: activate, script, count=1, flags=re.M)
     (folder / "search_in_one_job.sh").write_text(script)
     submitted = lanes.run(["sbatch", "--parsable", "search_in_one_job.sh"], cwd=folder)
     job_id = submitted.stdout.strip().split(";")[0]
