@@ -52,9 +52,9 @@ help: ## this list
 # The learner set (requirements.txt) and the tools that build and test the book on top of it
 # (requirements-dev.txt). A learner who only runs the notebooks needs the first: see README.md.
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] < tuple(map(int, "$(MINIMUM_PYTHON)".split("."))))' \
-	  || { echo "error: $(PYTHON) is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'); the pinned packages need $(MINIMUM_PYTHON) or newer: make PYTHON=python$(MINIMUM_PYTHON) ..." >&2; exit 1; }
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@"$(PYTHON)" -c 'import sys; sys.exit(sys.version_info[:2] < tuple(map(int, "$(MINIMUM_PYTHON)".split("."))))' \
+	  || { echo "error: $(PYTHON) is Python $$("$(PYTHON)" -c 'import platform; print(platform.python_version())'); the pinned packages need $(MINIMUM_PYTHON) or newer: make PYTHON=python$(MINIMUM_PYTHON) ..." >&2; exit 1; }
+	test -x "$(PY)" || "$(PYTHON)" -m venv "$(VENV)"
 ifeq ($(WHEELHOUSE),)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
