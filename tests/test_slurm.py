@@ -134,7 +134,7 @@ def run_chapter_code(code: str, namespace: dict) -> str:
 def chapter_namespace(**names) -> dict:
     """What the chapter's earlier cells define that its Slurm cells use: no more, so that a cell or
     block that uses a name the notebook never imports fails here as it would in the notebook."""
-    return {"Path": Path, "sys": sys, "Client": Client, **names}
+    return {"Path": Path, "shlex": shlex, "sys": sys, "Client": Client, **names}
 
 
 def slurm_cell(**replacements: str) -> str:
@@ -497,10 +497,10 @@ def test_batch_mode_runs_the_search_inside_one_job(slurm, batch_job):
 # ---------------------------------------------------------------- 6. a crashed kernel
 
 CRASHING_KERNEL = """
-import os, signal, sys
+import os, shlex, signal, sys
 from pathlib import Path
 from distributed import Client
-namespace = {"Path": Path, "sys": sys, "os": os, "Client": Client}
+namespace = {"Path": Path, "shlex": shlex, "sys": sys, "os": os, "Client": Client}
 exec(CELL, namespace)
 namespace["slurm_cluster"].scale(jobs=1)
 client = Client(namespace["slurm_cluster"])
