@@ -8,6 +8,7 @@ import io
 import json
 import os
 import subprocess
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -113,7 +114,7 @@ def test_chapter_notebooks_are_numbered():
 # ---------------------------------------------------------------- the chapter's job-queue cells
 
 def _run_cell(contains: str) -> tuple[dict, str]:
-    namespace = {"Path": Path, "sys": sys, "os": os}
+    namespace = {"Path": Path, "shlex": shlex, "sys": sys, "os": os}
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         exec(lanes.chapter_code_cell(contains), namespace)
