@@ -1,6 +1,7 @@
 """Fixtures and hooks of tests/: the 20 Newsgroups archive, the offline install, the environment
 restored after each test. (The repository's own conftest.py guards every run of the notebooks.)"""
 
+import json
 import os
 import shutil
 import signal
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import dask
@@ -127,3 +129,51 @@ def pytest_runtest_teardown(item):
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+DASK = Path(sys.executable).parent / "dask"  # the command line of this environment's Dask
+
+
+@pytest.fixture
+def external_scheduler(tmp_path):
+    """A real `dask scheduler` and `dask worker` on 127.0.0.1, stopped afterwards."""
+    scheduler_file = tmp_path / "scheduler.json"
+    scheduler = subprocess.Popen(
+        [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address",
+         "127.0.0.1:0", "--scheduler-file", scheduler_file], start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        for _ in range(300):
+            if scheduler_file.exists() and scheduler_file.stat().st_size:
+                break
+            time.sleep(0.1)
+        address = json.loads(scheduler_file.read_text())["address"]
+        worker = subprocess.Popen(
+            [DASK, "worker", address, "--host", "127.0.0.1", "--nworkers", "1",
+             "--nthreads", "1", "--no-dashboard"], start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        yield address
+    finally:
+        for process in (worker, scheduler):
+            if process is not None:
+                os.killpg(process.pid, 15)
+                process.wait(timeout=30)
+
+
+@pytest.fixture
+def client_of_external_scheduler(external_scheduler, monkeypatch):
+    """The chapters' get_client() with DASK_SCHEDULER_ADDRESS set to the external scheduler, as a
+    reader sets it; connected there, its worker arrived. The setting is gone afterwards."""
+    from scaling_ml import cluster
+
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", external_scheduler)
+    dask.config.refresh()
+    try:
+        with cluster.get_client() as client:
+            assert client.scheduler.address == external_scheduler
+            client.wait_for_workers(1, timeout=60)
+            yield client
+    finally:
+        monkeypatch.delenv("DASK_SCHEDULER_ADDRESS")
+        dask.config.refresh()

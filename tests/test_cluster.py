@@ -2,7 +2,6 @@
 
 import os
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -59,46 +58,8 @@ def test_closing_the_client_closes_the_cluster_it_started():
                 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
 
 
-@pytest.fixture
-def external_scheduler(tmp_path):
-    """A real `dask scheduler` and `dask worker` on 127.0.0.1, stopped afterwards."""
-    scheduler_file = tmp_path / "scheduler.json"
-    scheduler = subprocess.Popen(
-        [BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address",
-         "127.0.0.1:0", "--scheduler-file", scheduler_file], start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    worker = None
-    try:
-        for _ in range(300):
-            if scheduler_file.exists() and scheduler_file.stat().st_size:
-                break
-            time.sleep(0.1)
-        import json
-
-        address = json.loads(scheduler_file.read_text())["address"]
-        worker = subprocess.Popen(
-            [BIN / "dask", "worker", address, "--host", "127.0.0.1", "--nworkers", "1",
-             "--nthreads", "1", "--no-dashboard"], start_new_session=True,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        yield address
-    finally:
-        for process in (worker, scheduler):
-            if process is not None:
-                os.killpg(process.pid, 15)
-                process.wait(timeout=30)
-
-
-def test_dask_scheduler_address_is_used(external_scheduler, monkeypatch):
-    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", external_scheduler)
-    dask.config.refresh()
-    try:
-        with cluster.get_client() as client:
-            assert client.scheduler.address == external_scheduler
-            client.wait_for_workers(1, timeout=60)
-            assert client.submit(sum, [1, 2, 3]).result() == 6
-    finally:
-        monkeypatch.delenv("DASK_SCHEDULER_ADDRESS")
-        dask.config.refresh()
+def test_dask_scheduler_address_is_used(client_of_external_scheduler):
+    assert client_of_external_scheduler.submit(sum, [1, 2, 3]).result() == 6
 
 
 def test_local_options_with_an_address_are_refused(external_scheduler):

@@ -13,7 +13,6 @@ from benchmarks._notebook_cells import run_reused_cells
 from scaling_ml import BookError
 from scaling_ml import cluster
 from scaling_ml import dask_collections as chapter
-from tests.test_cluster import external_scheduler  # noqa: F401 - a real scheduler and worker
 
 NOTEBOOK = "04_dask_collections.ipynb"
 # Run on a worker, this makes every import of the book's package fail, as on workers whose
@@ -262,25 +261,16 @@ def test_100_partition_files_split_once_keep_x_and_y_on_the_same_rows(cells, tmp
 
 
 @pytest.mark.scale_up("04_dask_collections", "set DASK_SCHEDULER_ADDRESS")
-def test_the_chapter_runs_on_an_existing_scheduler(cells, tmp_path, external_scheduler, monkeypatch):  # noqa: F811
+def test_the_chapter_runs_on_an_existing_scheduler(cells, tmp_path, client_of_external_scheduler):
     """DASK_SCHEDULER_ADDRESS set: the chapter's get_client() connects to a real `dask scheduler`
     with a `dask worker`, which writes the table; split once, X and y keep the same rows."""
-    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", external_scheduler)
-    dask.config.refresh()
-    try:
-        with cluster.get_client() as client:
-            assert client.scheduler.address == external_scheduler
-            client.wait_for_workers(1, timeout=60)
-            path = f"{tmp_path}/churn"
-            cells["churn_table"](20_000, 2_000).to_parquet(path, overwrite=True,
-                                                           use_dictionary=["region", "plan"])
-            table = dd.read_parquet(path, index="row", calculate_divisions=True)
-            _, _, X_train, y_train, _, _ = split_table_once(table)
-            X_train, y_train = dask.persist(X_train, y_train)
-            same = X_train.index.compute().equals(y_train.index.compute())
-    finally:
-        monkeypatch.delenv("DASK_SCHEDULER_ADDRESS")
-        dask.config.refresh()
+    path = f"{tmp_path}/churn"
+    cells["churn_table"](20_000, 2_000).to_parquet(path, overwrite=True,
+                                                   use_dictionary=["region", "plan"])
+    table = dd.read_parquet(path, index="row", calculate_divisions=True)
+    _, _, X_train, y_train, _, _ = split_table_once(table)
+    X_train, y_train = dask.persist(X_train, y_train)
+    same = X_train.index.compute().equals(y_train.index.compute())
     assert same and table.npartitions == 10
 
 

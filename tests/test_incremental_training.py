@@ -25,7 +25,6 @@ from sklearn.linear_model import SGDClassifier
 from scaling_ml import BookError
 from scaling_ml import cluster, data
 from scaling_ml import incremental_training as chapter
-from tests.test_cluster import external_scheduler  # noqa: F401 - a real scheduler and worker
 
 # Three tiny newsgroups per subset; one post has a latin-1 byte, as some of the real posts do.
 POSTS = {
@@ -547,23 +546,14 @@ def test_the_rule_of_thumb_holds_for_more_candidates_and_passes(cells):
 
 
 @pytest.mark.scale_up("03_incremental_training", "set DASK_SCHEDULER_ADDRESS")
-def test_the_chapter_runs_on_an_existing_scheduler(cells, external_scheduler, monkeypatch):  # noqa: F811
+def test_the_chapter_runs_on_an_existing_scheduler(cells, client_of_external_scheduler):
     """DASK_SCHEDULER_ADDRESS set: the chapter's get_client() connects to a real `dask scheduler`
     with a `dask worker`, and Incremental there computes the partial_fit loop's model."""
     from dask_ml.wrappers import Incremental
 
-    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", external_scheduler)
-    dask.config.refresh()
-    try:
-        with cluster.get_client() as client:
-            assert client.scheduler.address == external_scheduler
-            client.wait_for_workers(1, timeout=60)
-            X, y = cells["make_stream"](n_blocks=5, rows_per_block=2_000)
-            incremental = Incremental(sgd(), shuffle_blocks=False).fit(X, y, classes=[0, 1])
-            loop = cells["partial_fit_blocks"](sgd(), X, y, classes=[0, 1])
-    finally:
-        monkeypatch.delenv("DASK_SCHEDULER_ADDRESS")
-        dask.config.refresh()
+    X, y = cells["make_stream"](n_blocks=5, rows_per_block=2_000)
+    incremental = Incremental(sgd(), shuffle_blocks=False).fit(X, y, classes=[0, 1])
+    loop = cells["partial_fit_blocks"](sgd(), X, y, classes=[0, 1])
     assert np.allclose(incremental.estimator_.coef_, loop.coef_)
 
 
