@@ -4,9 +4,10 @@ a `# Scale up:` comment runs (tests/test_scale_up.py checks that every such comm
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+from scaling_ml import PROJECT_ROOT
+
+NOTEBOOKS = PROJECT_ROOT / "notebooks"
 
 
 def cell_source(notebook: str, cell_id: str, replace: dict[str, str] | None = None) -> str:
