@@ -395,10 +395,11 @@ def test_throughput_figure_draws_the_range_of_the_repeats():
 APPENDIX = "appendix_throughput_settings.ipynb"
 # The chapter at a size that runs in seconds; each text must be in the notebook, or the test fails
 # (a changed cell must be looked at here too).
+# The block-size exercise keeps its 6 blocks a run: a run of 2 ends before the workers' next
+# memory report, so its rise above the idle cluster cannot be measured.
 SMALL_CHAPTER = {
     "n_blocks = 20": "n_blocks = 2",
     "time.sleep(3)": "time.sleep(1)",
-    "lazy_classification(6, block_rows, seed=repeat)": "lazy_classification(2, block_rows, seed=repeat)",
     "rows_to_score = 200_000": "rows_to_score = 50_000",
 }
 
