@@ -129,7 +129,7 @@ def test_the_chapters_slurm_cell_asks_for_what_its_comments_say():
                  "#SBATCH --mem=3G", "#SBATCH -t 00:30:00",
                  f"#SBATCH -e {home}/dask-logs/dask-worker-%J.err",
                  f"#SBATCH -o {home}/dask-logs/dask-worker-%J.out",
-                 f"source {sys.prefix}/bin/activate"):
+                 f"source {shlex.quote(sys.prefix)}/bin/activate"):
         assert line in script.splitlines(), line
     worker = next(line for line in script.splitlines() if "dask_worker" in line)
     assert worker.startswith("python -m distributed.cli.dask_worker tcp://127.0.0.1:")
@@ -150,7 +150,7 @@ def test_the_chapters_pbs_cell_has_the_directives_the_chapter_explains():
     for line in ("#PBS -N dask-worker", "#PBS -q workq", "#PBS -A scaling-ml",
                  "#PBS -l select=1:ncpus=1:mem=3GB", "#PBS -l walltime=00:30:00",
                  f"#PBS -e {Path.home()}/dask-logs/", f"#PBS -o {Path.home()}/dask-logs/",
-                 f"source {sys.prefix}/bin/activate"):
+                 f"source {shlex.quote(sys.prefix)}/bin/activate"):
         assert line in lines, line
     worker = [line for line in lines if line][-1]
     assert "--interface lo" in worker and "--memory-limit 2.00GiB" in worker
