@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -28,76 +27,47 @@ def newsgroups_archive() -> Path:
     return archive
 
 
+# The longest file of make test-cluster (about a third of the tier): first in the collection, it
+# starts at once in one of the tier's two processes while the other files share the second.
+LONGEST_FILE = "test_external_cluster.py"
+
+
 def pytest_collection_modifyitems(items):
-    """A Scale-up run is a cluster test: it runs in make test-cluster, not in make check."""
+    """A Scale-up run is a cluster test: it runs in make test-cluster, not in make check. The
+    longest file comes first (a stable sort keeps every other order)."""
     for item in items:
         if item.get_closest_marker("scale_up"):
             item.add_marker(pytest.mark.cluster)
-
-
-class _OfflineInstall(threading.Thread):
-    """Build a wheelhouse of this machine's wheels, then fill a fresh virtual environment from it
-    with `make env WHEELHOUSE=...` (no package index). About two minutes of pip on one core, so it
-    starts as soon as collection finds a test that needs it and runs beside the other tests."""
-
-    def __init__(self):
-        super().__init__(name="offline-install", daemon=True)
-        self.base = Path(tempfile.mkdtemp(prefix="offline-install-"))
-        self.wheelhouse, self.venv = self.base / "wheelhouse", self.base / "venv"
-        self.commands = [
-            [sys.executable, "-m", "tools.wheelhouse", "build", str(self.wheelhouse), "--host-only"],
-            ["make", "--no-print-directory", "env", f"WHEELHOUSE={self.wheelhouse}", f"VENV={self.venv}",
-             f"PYTHON={sys.executable}"],
-        ]
-        self.process, self.failure, self.stopped = None, None, False
-        self.lock = threading.Lock()  # no command starts after stop() has looked
-
-    def run(self):
-        for command in self.commands:
-            with self.lock:
-                if self.stopped:
-                    return
-                self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                                text=True, cwd=ROOT, start_new_session=True)
-            output, _ = self.process.communicate()
-            if self.process.returncode != 0:
-                self.failure = f"$ {' '.join(command)}\n{output}"
-                return
-
-    def stop(self):
-        """End pip (and make) if the session ends first, and remove the folder."""
-        with self.lock:
-            self.stopped = True
-            if self.process is not None and self.process.poll() is None:
-                os.killpg(self.process.pid, signal.SIGTERM)
-        self.join(timeout=60)
-        shutil.rmtree(self.base, ignore_errors=True)
-
-
-_offline_install: _OfflineInstall | None = None
-
-
-def pytest_collection_finish(session):
-    global _offline_install
-    if any("learner_venv_from_wheelhouse" in getattr(item, "fixturenames", ()) for item in session.items):
-        _offline_install = _OfflineInstall()
-        _offline_install.start()
-
-
-def pytest_sessionfinish(session):
-    if _offline_install is not None:
-        _offline_install.stop()
+    items.sort(key=lambda item: item.path.name != LONGEST_FILE)
 
 
 @pytest.fixture(scope="session")
 def learner_venv_from_wheelhouse():
     """A wheelhouse of this machine's wheels, built here, and a fresh virtual environment that
-    `make env WHEELHOUSE=...` filled from it with no package index: (venv, wheelhouse)."""
-    assert _offline_install is not None, "the offline install starts when collection needs it"
-    _offline_install.join(timeout=1800)
-    assert not _offline_install.is_alive(), "the offline install took more than 30 minutes"
-    assert _offline_install.failure is None, _offline_install.failure
-    return _offline_install.venv, _offline_install.wheelhouse
+    `make env WHEELHOUSE=...` filled from it with no package index: (venv, wheelhouse). About two
+    minutes of pip on one core; make test-cluster runs other test files beside it."""
+    base = Path(tempfile.mkdtemp(prefix="offline-install-"))
+    wheelhouse, venv = base / "wheelhouse", base / "venv"
+    commands = [
+        [sys.executable, "-m", "tools.wheelhouse", "build", str(wheelhouse), "--host-only"],
+        ["make", "--no-print-directory", "env", f"WHEELHOUSE={wheelhouse}", f"VENV={venv}",
+         f"PYTHON={sys.executable}"],
+    ]
+    try:
+        for command in commands:
+            # A session of its own, so that a timeout ends make and the pip it started.
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       text=True, cwd=ROOT, start_new_session=True)
+            try:
+                output, _ = process.communicate(timeout=1800)
+            finally:
+                if process.poll() is None:
+                    os.killpg(process.pid, signal.SIGTERM)
+                    process.wait()
+            assert process.returncode == 0, f"$ {' '.join(command)}\n{output}"
+        yield venv, wheelhouse
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
