@@ -257,12 +257,7 @@ def compare(median: float, low: float, high: float, unit: str, bigger: str, smal
     """A median difference (or ratio) in words, a difference only when its range excludes ``none``:
     ``bigger`` when the whole range is above it, ``smaller`` when below, else "no difference
     measured here"."""
-    if low > none:
-        verdict = bigger
-    elif high < none:
-        verdict = smaller
-    else:
-        verdict = "no difference measured here"
+    verdict = measure.difference_verdict([low - none, high - none], bigger, smaller)
     return f"{median:.2f}{unit} (range {low:.2f} to {high:.2f}): {verdict}"
 
 
