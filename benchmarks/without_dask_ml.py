@@ -57,6 +57,7 @@ from sklearn.experimental import enable_halving_search_cv  # noqa: F401
 from sklearn.linear_model import SGDClassifier
 from sklearn.model_selection import HalvingRandomSearchCV, ParameterSampler, PredefinedSplit
 
+from benchmarks import _without_dask_ml_figures as figures
 from benchmarks._notebook_cells import run_reused_cells
 
 from scaling_ml import cluster, measure, plots
@@ -64,6 +65,10 @@ from scaling_ml import without_dask_ml as chapter
 
 NAME = "without_dask_ml"
 EPOCHS = 3  # the halving search's SGDClassifier(max_iter=EPOCHS, tol=None), as in the chapter
+# The routes that decide, while they run, which candidates get more calls.
+ADAPTIVE_ROUTES = ("optuna", "optuna_journal", "halving", "hyperband")
+# Those whose budget is fixed before they start (rounds, brackets); Optuna's depends on timing.
+FIXED_BUDGET_ROUTES = ("halving", "hyperband")
 
 
 def search_runs(client, cells, seed, n_candidates, max_iter, study_folder):
@@ -290,7 +295,7 @@ def claims_from(document) -> list[measure.Claim]:
     def spread(route, column):
         return [round(comparison.loc[route, f"{column}_{end}"], 4) for end in ("low", "high")]
 
-    for route in chapter.FIXED_BUDGET_ROUTES:
+    for route in FIXED_BUDGET_ROUTES:
         if route not in comparison.index:
             continue
         claims.append(measure.Claim(
@@ -303,7 +308,7 @@ def claims_from(document) -> list[measure.Claim]:
             f"(points, median of {seeds} seeds)",
             round(comparison.loc["even_split", "points_below_reference"], 3), "points", 0.0, ">",
             spread=spread("even_split", "points_below_reference")))
-        for route in chapter.ADAPTIVE_ROUTES:
+        for route in ADAPTIVE_ROUTES:
             if route in comparison.index:
                 claims.append(measure.Claim(
                     f"best validation accuracy, {chapter.ROUTES[route]} minus the even split of a "
@@ -320,12 +325,12 @@ def claims_from(document) -> list[measure.Claim]:
 
 
 def draw_figures(document, figures_dir):
-    plots.save_figure(chapter.plot_route_comparison(document), f"{NAME}_search", figures_dir)
-    plots.save_figure(chapter.plot_busy_rounds(document), f"{NAME}_busy_rounds", figures_dir)
+    plots.save_figure(figures.plot_route_comparison(document), f"{NAME}_search", figures_dir)
+    plots.save_figure(figures.plot_busy_rounds(document), f"{NAME}_busy_rounds", figures_dir)
     figure, axes = plots.new_figure(ncols=2, width=10)
-    chapter.plot_timed_pairs(document, "model_passing", "passing", chapter.MODEL_PASSING,
+    figures.plot_timed_pairs(document, "model_passing", "passing", chapter.MODEL_PASSING,
                              "seconds", "a 20-tree forest, 32 predict tasks", ax=axes[0][0])
-    chapter.plot_timed_pairs(document, "prediction", "method", chapter.PREDICTION_METHODS,
+    figures.plot_timed_pairs(document, "prediction", "method", chapter.PREDICTION_METHODS,
                              "seconds", "predict on the same persisted chunks", ax=axes[0][1])
     figure.tight_layout()
     plots.save_figure(figure, f"{NAME}_prediction", figures_dir)

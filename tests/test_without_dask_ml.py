@@ -42,6 +42,7 @@ from sklearn.linear_model import LogisticRegressionCV, SGDClassifier
 from sklearn.metrics import confusion_matrix
 from sklearn.model_selection import HalvingRandomSearchCV, ParameterSampler, PredefinedSplit
 
+from benchmarks import _without_dask_ml_figures as figures
 from benchmarks._notebook_cells import run_reused_cells
 from scaling_ml import PROJECT_ROOT as ROOT
 from scaling_ml import BookError, cluster, measure
@@ -721,11 +722,11 @@ def test_timed_comparisons_and_figures_from_results(tmp_path):
         chapter.describe_timing(results, "search")
     from scaling_ml import plots
 
-    figure = chapter.plot_route_comparison(results)
+    figure = figures.plot_route_comparison(results)
     assert len(figure.axes) == 3
     assert plots.save_figure(figure, "search", tmp_path).stat().st_size > 10_000
-    assert plots.save_figure(chapter.plot_busy_rounds(results), "busy", tmp_path).stat().st_size > 5_000
-    ax = chapter.plot_timed_pairs(results, "prediction", "method", chapter.PREDICTION_METHODS, "s", "t")
+    assert plots.save_figure(figures.plot_busy_rounds(results), "busy", tmp_path).stat().st_size > 5_000
+    ax = figures.plot_timed_pairs(results, "prediction", "method", chapter.PREDICTION_METHODS, "s", "t")
     assert [tick.get_text() for tick in ax.get_xticklabels()] == list(chapter.PREDICTION_METHODS)
     ax = chapter.plot_score_histories([[0.8, 0.85], [0.7]], "t", max_calls=3)
     assert len(ax.lines) == 2
