@@ -124,7 +124,7 @@ test-site: render ## the built site in headless Chromium (needs chromium)
 	$(BIN)/pytest tests -m site $(PYTEST_ARGS)
 	@$(MAKE) --no-print-directory check-processes
 
-# Two test files at a time (pytest-xdist): much of this tier waits on Slurm, kernels and starting
+# Two test files at a time (pytest-xdist): part of this tier waits on Slurm, kernels and starting
 # clusters, and the other file fills the wait. A file's tests stay together in one process, files
 # start in collection order (tests/conftest.py puts the longest first).
 test-cluster: data ## chapter 5's lanes (root; LANE_CHAPTERS="00 01"), Scale-up runs, slow tests
